@@ -54,14 +54,14 @@ export class Router {
 
   /** Delivers to the module called `name`. Returns false if there is none or its inbox is full. */
   send(name: string, msg: Message): boolean {
-    if (msg.header.parent_msg_id && this.resolveWaiter(msg)) return true;
+    if (this.resolveReply(msg)) return true;
     const inbox = this.inboxes.get(name);
     return inbox ? this.enqueue(inbox, msg) : false;
   }
 
   /** Delivers to every module of `group`. Returns how many accepted it. */
   sendToGroup(group: string, msg: Message): number {
-    if (msg.header.parent_msg_id && this.resolveWaiter(msg)) return 1;
+    if (this.resolveReply(msg)) return 1;
     let n = 0;
     for (const inbox of this.inboxes.values()) if (inbox.module.group === group && this.enqueue(inbox, msg)) n++;
     return n;
@@ -81,8 +81,10 @@ export class Router {
     });
   }
 
-  private resolveWaiter(msg: Message): boolean {
-    const w = this.waiters.get(msg.header.parent_msg_id!);
+  /** Hands a reply to whoever waits for it (waitForReply). Returns false when nobody does. */
+  resolveReply(msg: Message): boolean {
+    const parent = msg.header.parent_msg_id;
+    const w = parent ? this.waiters.get(parent) : undefined;
     if (!w) return false;
     this.waiters.delete(msg.header.parent_msg_id!);
     w(msg);

@@ -1,0 +1,107 @@
+/** Wires cloudcore's parts together; the entry script stays thin. */
+import { hostname, networkInterfaces } from "node:os";
+import type { Server } from "node:http";
+import { parseListen, type OptionSpec } from "../config.ts";
+import { dataFile, dialAddress } from "../daemon.ts";
+import type { Logger } from "../log.ts";
+import { Metrics, serveMetrics } from "../metrics.ts";
+import { Router } from "../router.ts";
+import { openStore } from "../store/db.ts";
+import { CloudHub } from "../hub/cloudhub.ts";
+import { DEFAULT_MAX_FRAME_BYTES } from "../hub/constants.ts";
+import { loadOrCreateCa } from "../pki/ca.ts";
+import { startCertService } from "../pki/certservice.ts";
+
+export const cloudOptions: OptionSpec[] = [
+  { flag: "config", type: "string", help: "YAML config file; its keys are the camelCase flag names" },
+  { flag: "data-dir", type: "string", default: "./cloudcore-data", help: "CA, database, kubeconfig and endpoints.json live here" },
+  { flag: "kubeconfig", type: "string", help: "use the cluster of this kubeconfig instead of the embedded API" },
+  { flag: "api-listen", type: "listen", default: "127.0.0.1:6443", help: "embedded Kubernetes API address" },
+  { flag: "hub-listen", type: "listen", default: "0.0.0.0:10000", help: "CloudHub WebSocket (TLS) address" },
+  { flag: "https-listen", type: "listen", default: "0.0.0.0:10002", help: "certificate service (HTTPS) address" },
+  { flag: "metrics-listen", type: "listen", default: "127.0.0.1:9091", help: "Prometheus /metrics address" },
+  { flag: "advertise-address", type: "list", default: [], help: "extra IP or DNS name edges use to reach cloudcore (added to the server certificate)" },
+  { flag: "max-frame-bytes", type: "int", default: DEFAULT_MAX_FRAME_BYTES, help: "largest hub message accepted from an edge" },
+  { flag: "keepalive-timeout", type: "int", default: 30, help: "seconds without a message before an edge session is closed" },
+  { flag: "token-ttl", type: "int", default: 12 * 3600, help: "lifetime of join tokens, seconds" },
+  { flag: "cert-validity-days", type: "int", default: 365, help: "lifetime of edge node certificates" },
+];
+
+export interface CloudConfig {
+  dataDir: string;
+  kubeconfig?: string;
+  apiListen: string;
+  hubListen: string;
+  httpsListen: string;
+  metricsListen: string;
+  advertiseAddress: string[];
+  maxFrameBytes: number;
+  keepaliveTimeout: number;
+  tokenTtl: number;
+  certValidityDays: number;
+  logFormat: string;
+  logLevel: string;
+}
+
+export interface RunningCloud {
+  hub: CloudHub;
+  metrics: Metrics;
+  router: Router;
+  /** What endpoints.json says: addresses a local client dials. */
+  endpoints: { api?: string; hub: string; https: string; metrics: string };
+  stop(): Promise<void>;
+}
+
+/** Every address of this host, for the server certificate's SANs. */
+function localAddresses(extra: string[]): { ips: string[]; dns: string[] } {
+  const ips = new Set(["127.0.0.1", "::1"]);
+  const dns = new Set(["localhost", hostname()]);
+  for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) ips.add(a.address.split("%")[0]!);
+  for (const e of extra) (/^[\d.]+$|:/.test(e) ? ips : dns).add(e);
+  return { ips: [...ips], dns: [...dns] };
+}
+
+export async function startCloud(cfg: CloudConfig, log: Logger): Promise<RunningCloud> {
+  const listens = {
+    hubListen: parseListen(cfg.hubListen),
+    httpsListen: parseListen(cfg.httpsListen),
+    metricsListen: parseListen(cfg.metricsListen),
+    apiListen: parseListen(cfg.apiListen),
+  };
+  const metrics = new Metrics();
+  const router = new Router(log.child("router"));
+  const store = await openStore<unknown>(dataFile(cfg.dataDir, "cloudcore.db"), {});
+  const ca = await loadOrCreateCa(cfg.dataDir);
+  const serverCert = await ca.issueServerCert(localAddresses(cfg.advertiseAddress));
+
+  const certService = await startCertService({ ca, listen: listens.httpsListen, serverCert, log: log.child("certservice"), certValidityDays: cfg.certValidityDays });
+  const hub = new CloudHub({
+    listen: listens.hubListen,
+    tls: { certPem: serverCert.certPem, keyPem: serverCert.keyPem, caPem: ca.certPem },
+    log: log.child("cloudhub"),
+    metrics,
+    maxFrameBytes: cfg.maxFrameBytes,
+    keepaliveTimeoutMs: cfg.keepaliveTimeout * 1000,
+  });
+  router.register(hub);
+  await router.startAll();
+  const metricsServer: Server = (await serveMetrics(metrics, listens.metricsListen)).server;
+  const metricsPort = (metricsServer.address() as { port: number }).port;
+
+  return {
+    hub,
+    metrics,
+    router,
+    endpoints: {
+      hub: dialAddress(listens.hubListen, hub.port),
+      https: dialAddress(listens.httpsListen, certService.port),
+      metrics: dialAddress(listens.metricsListen, metricsPort),
+    },
+    async stop() {
+      await router.stopAll();
+      await certService.close();
+      await new Promise<void>((r) => metricsServer.close(() => r()));
+      await store.close();
+    },
+  };
+}

@@ -1,0 +1,163 @@
+/** Wires edgecore's parts together; the entry script stays thin. */
+import { existsSync, readFileSync } from "node:fs";
+import { hostname } from "node:os";
+import * as v from "valibot";
+import { ConfigError, parseListen, type OptionSpec } from "../config.ts";
+import { dataFile, dialAddress, writeJsonAtomic } from "../daemon.ts";
+import type { Logger } from "../log.ts";
+import { Metrics, serveMetrics } from "../metrics.ts";
+import { Router } from "../router.ts";
+import { openStore } from "../store/db.ts";
+import { EdgeHub } from "../hub/edgehub.ts";
+import { DEFAULT_MAX_FRAME_BYTES, NODE_NAME_RE } from "../hub/constants.ts";
+import { joinCloud, loadEdgeCredentials, renewIfDue } from "../pki/edgecreds.ts";
+import { edgeMigrations, type EdgeDb } from "./store.ts";
+import { MetaManager } from "./metamanager.ts";
+
+export const edgeOptions: OptionSpec[] = [
+  { flag: "config", type: "string", help: "YAML config file; its keys are the camelCase flag names" },
+  { flag: "data-dir", type: "string", default: "./edgecore-data", help: "credentials, edgecore.db and endpoints.json live here" },
+  { flag: "cloudcore", type: "string", help: "CloudHub address HOST:PORT (needed at the first join; remembered after)" },
+  { flag: "cert-service", type: "string", help: "certificate service HOST:PORT (default: cloudcore's host, hub port + 2)" },
+  { flag: "token", type: "string", help: "join token from `cloudcore token` (needed only for the first join)" },
+  { flag: "node-name", type: "string", help: "this node's name in Kubernetes (default: the host name)" },
+  { flag: "mqtt", type: "string", default: "internal", help: "internal (embedded broker) or mqtt://HOST:PORT" },
+  { flag: "mqtt-listen", type: "listen", default: "127.0.0.1:1883", help: "embedded MQTT broker address" },
+  { flag: "metaserver-listen", type: "listen", default: "127.0.0.1:10550", help: "MetaServer (local list/watch API) address" },
+  { flag: "metrics-listen", type: "listen", default: "127.0.0.1:9092", help: "Prometheus /metrics address" },
+  { flag: "runtime", type: "string", default: "process", help: "pod runtime: process or cri" },
+  { flag: "mapper", type: "list", default: [], help: "extra mapper plugin module to load" },
+  { flag: "heartbeat", type: "int", default: 15, help: "seconds between keepalives to the cloud" },
+  { flag: "ping-interval-ms", type: "int", default: 2000, help: "WebSocket ping period on the hub link" },
+  { flag: "pong-timeout-ms", type: "int", default: 4000, help: "how long a missing pong may last before the link counts as dead" },
+  { flag: "reconnect-base-ms", type: "int", default: 250, help: "first reconnect delay; grows 1.5x per failure, with jitter" },
+  { flag: "reconnect-max-ms", type: "int", default: 30_000, help: "longest reconnect delay" },
+  { flag: "queue-limit", type: "int", default: 10_000, help: "upstream messages kept while the link is down" },
+  { flag: "max-frame-bytes", type: "int", default: DEFAULT_MAX_FRAME_BYTES, help: "largest hub message accepted from the cloud" },
+];
+
+export interface EdgeConfig {
+  dataDir: string;
+  cloudcore?: string;
+  certService?: string;
+  token?: string;
+  nodeName?: string;
+  mqtt: string;
+  mqttListen: string;
+  metaserverListen: string;
+  metricsListen: string;
+  runtime: string;
+  mapper: string[];
+  heartbeat: number;
+  pingIntervalMs: number;
+  pongTimeoutMs: number;
+  reconnectBaseMs: number;
+  reconnectMaxMs: number;
+  queueLimit: number;
+  maxFrameBytes: number;
+  logFormat: string;
+  logLevel: string;
+}
+
+/** Where this node joined: kept so a restart needs neither token nor flags. */
+const JoinRecordSchema = v.object({ node: v.pipe(v.string(), v.regex(NODE_NAME_RE)), hub: v.string(), certService: v.string() });
+type JoinRecord = v.InferOutput<typeof JoinRecordSchema>;
+
+function readJoinRecord(dataDir: string): JoinRecord | null {
+  const path = dataFile(dataDir, "join.json");
+  if (!existsSync(path)) return null;
+  const r = v.safeParse(JoinRecordSchema, JSON.parse(readFileSync(path, "utf8")));
+  if (!r.success) throw new ConfigError(`${path}: ${r.issues[0]?.message}`);
+  return r.output;
+}
+
+function defaultNodeName(): string {
+  return hostname().toLowerCase().replace(/[^a-z0-9.-]/g, "-").replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, "") || "edge-node";
+}
+
+/** hub `host:port` → certificate service `host:(port+2)`, as KubeEdge lays them out. */
+function certServiceFor(hub: string): string {
+  const i = hub.lastIndexOf(":");
+  return `${hub.slice(0, i)}:${Number(hub.slice(i + 1)) + 2}`;
+}
+
+export interface RunningEdge {
+  nodeName: string;
+  hub: EdgeHub;
+  router: Router;
+  metrics: Metrics;
+  endpoints: Record<string, string>;
+  stop(): Promise<void>;
+}
+
+export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEdge> {
+  const stored = readJoinRecord(cfg.dataDir);
+  const nodeName = cfg.nodeName ?? stored?.node ?? defaultNodeName();
+  if (!NODE_NAME_RE.test(nodeName)) throw new ConfigError(`--node-name: "${nodeName}" is not a valid Kubernetes node name`);
+  if (stored && stored.node !== nodeName) throw new ConfigError(`--node-name: this data dir belongs to node "${stored.node}", not "${nodeName}"`);
+  const hubAddr = cfg.cloudcore ?? stored?.hub;
+  if (!hubAddr) throw new ConfigError("--cloudcore: required for the first join");
+  parseListen(hubAddr);
+  const certService = cfg.certService ?? (cfg.cloudcore ? certServiceFor(cfg.cloudcore) : stored!.certService);
+
+  if (!loadEdgeCredentials(cfg.dataDir)) {
+    if (!cfg.token) throw new ConfigError("--token: required for the first join (run `cloudcore token` on the cloud)");
+    log.info("joining cloud", { certService, node: nodeName });
+    await joinCloud({ httpsAddr: certService, token: cfg.token, nodeName, dataDir: cfg.dataDir, log });
+    log.info("node certificate stored", { node: nodeName });
+  }
+  writeJsonAtomic(dataFile(cfg.dataDir, "join.json"), { node: nodeName, hub: hubAddr, certService } satisfies JoinRecord);
+
+  const store = await openStore<EdgeDb>(dataFile(cfg.dataDir, "edgecore.db"), edgeMigrations);
+  const metrics = new Metrics();
+  const router = new Router(log.child("router"));
+  const hub = new EdgeHub({
+    server: hubAddr,
+    nodeName,
+    credentials: () => {
+      const c = loadEdgeCredentials(cfg.dataDir);
+      if (!c) throw new Error("node credentials missing from the data dir");
+      return c;
+    },
+    log: log.child("edgehub"),
+    metrics,
+    heartbeatMs: cfg.heartbeat * 1000,
+    pingIntervalMs: cfg.pingIntervalMs,
+    pongTimeoutMs: cfg.pongTimeoutMs,
+    reconnectBaseMs: cfg.reconnectBaseMs,
+    reconnectMaxMs: cfg.reconnectMaxMs,
+    queueLimit: cfg.queueLimit,
+    maxFrameBytes: cfg.maxFrameBytes,
+  });
+  router.register(hub);
+  router.register(new MetaManager(store.db));
+  await router.startAll();
+
+  const rotate = async () => {
+    try {
+      if (await renewIfDue({ httpsAddr: certService, nodeName, dataDir: cfg.dataDir, log })) log.info("node certificate renewed");
+    } catch (e) {
+      log.warn("certificate renewal failed, will retry", { err: String(e) });
+    }
+  };
+  const rotation = setInterval(rotate, 3600_000);
+  rotation.unref?.();
+
+  const metricsListen = parseListen(cfg.metricsListen);
+  const metricsServer = (await serveMetrics(metrics, metricsListen)).server;
+  const metricsPort = (metricsServer.address() as { port: number }).port;
+
+  return {
+    nodeName,
+    hub,
+    router,
+    metrics,
+    endpoints: { metrics: dialAddress(metricsListen, metricsPort) },
+    async stop() {
+      clearInterval(rotation);
+      await router.stopAll();
+      await new Promise<void>((r) => metricsServer.close(() => r()));
+      await store.close();
+    },
+  };
+}

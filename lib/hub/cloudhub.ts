@@ -1,0 +1,204 @@
+/**
+ * CloudHub: accepts edge nodes over WebSocket on mutual TLS (KubeEdge's wire format), keeps one
+ * session per node, routes upstream messages into the cloud router and sends downstream ones.
+ */
+import tls from "node:tls";
+import { EventEmitter } from "node:events";
+import { readRequest, writeResponse, HttpParseError } from "../net/http1.ts";
+import { WsConnection, CloseCode } from "./wsconn.ts";
+import { FrameError, encodeFrame, parseFrame, nodeResource, splitNodeResource, Op, type Message } from "../message.ts";
+import { NODE_CN_PREFIX, NODES_ORG, NODE_NAME_RE, cloudGroupFor } from "./constants.ts";
+import type { Router, Module } from "../router.ts";
+import type { Logger } from "../log.ts";
+import type { Metrics } from "../metrics.ts";
+import type { Listen } from "../config.ts";
+
+export interface CloudHubOptions {
+  listen: Listen;
+  tls: { certPem: string; keyPem: string; caPem: string };
+  log: Logger;
+  metrics: Metrics;
+  maxFrameBytes: number;
+  /** A session without any message for this long is closed (KubeEdge: 30 s). */
+  keepaliveTimeoutMs: number;
+}
+
+export interface Session {
+  node: string;
+  conn: WsConnection;
+  remote: string;
+  connectedAt: number;
+  lastSeen: number;
+}
+
+export interface CloudHubEvents {
+  connected: [node: string];
+  disconnected: [node: string];
+  /** Every valid upstream message, after the router got it (tests, benches). */
+  message: [node: string, msg: Message];
+}
+
+export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
+  readonly name = "cloudhub";
+  readonly group = "cloudhub";
+  private server?: tls.Server;
+  private router?: Router;
+  private readonly sessions = new Map<string, Session>();
+  private sweeper?: ReturnType<typeof setInterval>;
+  private readonly messages;
+  private readonly refusals;
+  private readonly badFrames;
+  port = 0;
+
+  constructor(private readonly opts: CloudHubOptions) {
+    super();
+    const m = opts.metrics;
+    m.gauge("outpost_cloudhub_connected_nodes", "Edge nodes with an open hub session.", () => this.sessions.size);
+    this.messages = m.counter("outpost_cloudhub_messages_total", "Hub messages by direction (in = edge to cloud).");
+    this.refusals = m.counter("outpost_cloudhub_refused_connections_total", "Connections refused, by reason.");
+    this.badFrames = m.counter("outpost_cloudhub_bad_frames_total", "Upstream frames dropped as malformed.");
+  }
+
+  async start({ router }: { router: Router }): Promise<void> {
+    this.router = router;
+    const { certPem, keyPem, caPem } = this.opts.tls;
+    const server = tls.createServer({ cert: certPem, key: keyPem, ca: caPem, requestCert: true, rejectUnauthorized: false, minVersion: "TLSv1.2" }, (sock) => void this.onSecureConnection(sock));
+    server.on("tlsClientError", (err, sock) => {
+      this.refuse("tls", `TLS handshake failed from ${sock.remoteAddress}: ${err.message}`);
+      sock.destroy();
+    });
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(this.opts.listen.port, this.opts.listen.host, () => resolve());
+    });
+    const addr = server.address();
+    this.port = typeof addr === "object" && addr ? addr.port : this.opts.listen.port;
+    this.sweeper = setInterval(() => this.sweep(), Math.min(1000, this.opts.keepaliveTimeoutMs / 3));
+    this.sweeper.unref?.();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.sweeper);
+    for (const s of this.sessions.values()) s.conn.close(CloseCode.goingAway, "cloudcore stopping");
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+
+  /** Cloud-internal messages carry `node/<id>/<resource>`: strip the prefix and send. */
+  handle(msg: Message): void {
+    const target = splitNodeResource(msg.route.resource);
+    if (!target) return this.opts.log.warn("message without node/<id>/ prefix dropped", { resource: msg.route.resource });
+    this.sendToNode(target.node, { ...msg, route: { ...msg.route, resource: target.resource } });
+  }
+
+  isConnected(node: string): boolean {
+    return this.sessions.has(node);
+  }
+
+  connectedNodes(): string[] {
+    return [...this.sessions.keys()];
+  }
+
+  /** Sends a wire-form message to a node. Returns false when the node has no session. */
+  sendToNode(node: string, msg: Message): boolean {
+    const s = this.sessions.get(node);
+    if (!s || !s.conn.isOpen) return false;
+    s.conn.send(encodeFrame(msg));
+    this.messages.inc({ direction: "out" });
+    return true;
+  }
+
+  private refuse(reason: string, line: string): void {
+    this.refusals.inc({ reason });
+    this.opts.log.warn(`connection refused: ${line}`);
+  }
+
+  private async onSecureConnection(sock: tls.TLSSocket): Promise<void> {
+    sock.on("error", () => {});
+    const remote = `${sock.remoteAddress}:${sock.remotePort}`;
+    let req;
+    try {
+      req = await readRequest(sock, { maxBodyBytes: 0, timeoutMs: 10_000 });
+    } catch (e) {
+      const status = e instanceof HttpParseError ? e.status : 400;
+      this.refuse("bad-request", `${remote}: ${(e as Error).message}`);
+      if (!sock.destroyed) writeResponse(sock, status, `${(e as Error).message}\n`);
+      return;
+    }
+    const deny = (status: number, reason: string, why: string) => {
+      this.refuse(reason, `${remote}: ${why}`);
+      writeResponse(sock, status, `${why}\n`);
+    };
+    if (!sock.authorized) return deny(401, "no-client-cert", `client certificate required (${String(sock.authorizationError ?? "none presented")})`);
+    if (req.method !== "GET" || req.headers.upgrade?.toLowerCase() !== "websocket") return deny(426, "not-websocket", "WebSocket upgrade required");
+    const key = req.headers["sec-websocket-key"];
+    if (!key || req.headers["sec-websocket-version"] !== "13") return deny(400, "bad-handshake", "bad WebSocket handshake");
+    const node = req.headers["node_id"] ?? pathNode(req.url);
+    if (!node || !NODE_NAME_RE.test(node)) return deny(400, "no-node-id", "missing or invalid node_id header");
+    const subject = sock.getPeerCertificate().subject as unknown as Record<string, string | string[]> | undefined;
+    const cn = first(subject?.CN);
+    const org = subject?.O;
+    if (cn !== NODE_CN_PREFIX + node || !(Array.isArray(org) ? org.includes(NODES_ORG) : org === NODES_ORG))
+      return deny(403, "identity-mismatch", `certificate CN "${cn ?? ""}" does not match node_id "${node}"`);
+
+    sock.setNoDelay(true);
+    const conn = WsConnection.accept(sock, key, req.rest, this.opts.maxFrameBytes);
+    const old = this.sessions.get(node);
+    if (old) {
+      this.opts.log.info("node reconnected, replacing its old session", { node, remote });
+      this.sessions.delete(node);
+      old.conn.close(CloseCode.policy, "replaced by a new connection");
+    }
+    const session: Session = { node, conn, remote, connectedAt: Date.now(), lastSeen: Date.now() };
+    this.sessions.set(node, session);
+    conn.on("message", (text) => this.onFrame(session, text));
+    conn.on("close", (code, reason) => {
+      if (this.sessions.get(node) === session) {
+        this.sessions.delete(node);
+        this.opts.log.info("node disconnected", { node, code, reason });
+        this.emit("disconnected", node);
+      }
+    });
+    this.opts.log.info("node connected", { node, remote });
+    this.emit("connected", node);
+  }
+
+  private onFrame(session: Session, text: string): void {
+    session.lastSeen = Date.now();
+    if (text.trim() === "") return; // KubeEdge's edge sends an empty message on shutdown
+    let msg: Message;
+    try {
+      msg = parseFrame(text);
+    } catch (e) {
+      this.badFrames.inc();
+      this.opts.log.warn("malformed frame dropped", { node: session.node, err: e instanceof FrameError ? e.message : String(e) });
+      return;
+    }
+    this.messages.inc({ direction: "in" });
+    if (msg.route.operation === Op.keepalive) return;
+    const internal: Message = { ...msg, route: { ...msg.route, resource: nodeResource(session.node, msg.route.resource) } };
+    this.router?.sendToGroup(cloudGroupFor(msg.route.source), internal);
+    this.emit("message", session.node, msg);
+  }
+
+  private sweep(): void {
+    const deadline = Date.now() - this.opts.keepaliveTimeoutMs;
+    for (const s of this.sessions.values()) {
+      if (s.lastSeen < deadline) {
+        this.opts.log.warn("no keepalive in time, closing session", { node: s.node });
+        s.conn.terminate();
+      }
+    }
+  }
+}
+
+function first(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** `/<projectID>/<node>/events` → node, for clients that omit the node_id header. */
+function pathNode(url: string): string | undefined {
+  const m = /^\/[^/]+\/([^/]+)\/events(?:\?|$)/.exec(url);
+  return m?.[1];
+}
+

@@ -1,0 +1,8 @@
+/** npm run build: dist/cloudcore and dist/edgecore as standalone executables (bun build --compile). */
+import { $ } from "bun";
+
+for (const name of ["cloudcore", "edgecore"]) {
+  await $`bun build --compile --minify --sourcemap=none ${name}.ts --outfile dist/${name}`.quiet();
+  const size = Bun.file(`dist/${name}`).size;
+  console.log(`dist/${name}  ${(size / 1024 / 1024).toFixed(1)} MiB`);
+}

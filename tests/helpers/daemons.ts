@@ -3,8 +3,9 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 
-export const ROOT = resolve(import.meta.dir, "../..");
+export const ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
 
 export function tmpDir(prefix: string): string {
   return mkdtempSync(join(tmpdir(), `outpost-${prefix}-`));

@@ -24,12 +24,18 @@ export class Metrics {
 
   counter(name: string, help: string) {
     const f = this.family(name, help, "counter");
+    const series = (labels: Labels) => {
+      const k = key(labels);
+      let cur = f.values.get(k);
+      if (!cur) f.values.set(k, (cur = { labels, value: 0 }));
+      return cur;
+    };
     return {
-      inc: (labels: Labels = {}, by = 1) => {
-        const k = key(labels);
-        const cur = f.values.get(k);
-        if (cur) cur.value += by;
-        else f.values.set(k, { labels, value: by });
+      inc: (labels: Labels = {}, by = 1) => void (series(labels).value += by),
+      /** A handle on one labelled series, for hot paths: no label lookup per increment. */
+      with: (labels: Labels) => {
+        const cur = series(labels);
+        return { inc: (by = 1) => void (cur.value += by) };
       },
     };
   }

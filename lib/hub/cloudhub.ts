@@ -45,7 +45,8 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
   private router?: Router;
   private readonly sessions = new Map<string, Session>();
   private sweeper?: ReturnType<typeof setInterval>;
-  private readonly messages;
+  private readonly messagesIn;
+  private readonly messagesOut;
   private readonly refusals;
   private readonly badFrames;
   port = 0;
@@ -54,7 +55,9 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
     super();
     const m = opts.metrics;
     m.gauge("outpost_cloudhub_connected_nodes", "Edge nodes with an open hub session.", () => this.sessions.size);
-    this.messages = m.counter("outpost_cloudhub_messages_total", "Hub messages by direction (in = edge to cloud).");
+    const messages = m.counter("outpost_cloudhub_messages_total", "Hub messages by direction (in = edge to cloud).");
+    this.messagesIn = messages.with({ direction: "in" });
+    this.messagesOut = messages.with({ direction: "out" });
     this.refusals = m.counter("outpost_cloudhub_refused_connections_total", "Connections refused, by reason.");
     this.badFrames = m.counter("outpost_cloudhub_bad_frames_total", "Upstream frames dropped as malformed.");
   }
@@ -104,7 +107,7 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
     const s = this.sessions.get(node);
     if (!s || !s.conn.isOpen) return false;
     s.conn.send(encodeFrame(msg));
-    this.messages.inc({ direction: "out" });
+    this.messagesOut.inc();
     return true;
   }
 
@@ -165,7 +168,7 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
 
   private onFrame(session: Session, text: string): void {
     session.lastSeen = Date.now();
-    if (text.trim() === "") return; // KubeEdge's edge sends an empty message on shutdown
+    if (text.length < 4 && text.trim() === "") return; // KubeEdge's edge sends an empty message on shutdown
     let msg: Message;
     try {
       msg = parseFrame(text);
@@ -174,7 +177,7 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
       this.opts.log.warn("malformed frame dropped", { node: session.node, err: e instanceof FrameError ? e.message : String(e) });
       return;
     }
-    this.messages.inc({ direction: "in" });
+    this.messagesIn.inc();
     if (msg.route.operation === Op.keepalive) return;
     const internal: Message = { ...msg, route: { ...msg.route, resource: nodeResource(session.node, msg.route.resource) } };
     this.router?.sendToGroup(cloudGroupFor(msg.route.source), internal);

@@ -47,7 +47,8 @@ export class EdgeHub extends EventEmitter<EdgeHubEvents> implements Module {
   private timers: ReturnType<typeof setTimeout>[] = [];
   private redial?: ReturnType<typeof setTimeout>;
   private lastPong = 0;
-  private readonly messages;
+  private readonly messagesIn;
+  private readonly messagesOut;
   private readonly dropped;
   private readonly badFrames;
   connected = false;
@@ -57,7 +58,9 @@ export class EdgeHub extends EventEmitter<EdgeHubEvents> implements Module {
     const m = opts.metrics;
     m.gauge("outpost_edgehub_connected", "1 while the hub link is up.", () => (this.connected ? 1 : 0));
     m.gauge("outpost_edgehub_queue_length", "Upstream messages waiting for the link.", () => this.queue.length);
-    this.messages = m.counter("outpost_edgehub_messages_total", "Hub messages by direction (in = cloud to edge).");
+    const messages = m.counter("outpost_edgehub_messages_total", "Hub messages by direction (in = cloud to edge).");
+    this.messagesIn = messages.with({ direction: "in" });
+    this.messagesOut = messages.with({ direction: "out" });
     this.dropped = m.counter("outpost_edgehub_dropped_total", "Upstream messages dropped because the queue was full.");
     this.badFrames = m.counter("outpost_edgehub_bad_frames_total", "Downstream frames dropped as malformed.");
   }
@@ -84,7 +87,7 @@ export class EdgeHub extends EventEmitter<EdgeHubEvents> implements Module {
     const frame = encodeFrame(msg);
     if (this.connected && this.ws?.readyState === WebSocket.OPEN) {
       this.ws.send(frame);
-      this.messages.inc({ direction: "out" });
+      this.messagesOut.inc();
       return;
     }
     if (this.queue.length >= this.opts.queueLimit) {
@@ -135,7 +138,7 @@ export class EdgeHub extends EventEmitter<EdgeHubEvents> implements Module {
     this.send(newMessage({ source: "websocket", group: "resource", operation: Op.keepalive, resource: "node" }, "ping"));
     for (const frame of this.queue.splice(0)) {
       ws.send(frame);
-      this.messages.inc({ direction: "out" });
+      this.messagesOut.inc();
     }
     this.timers.push(setInterval(() => this.send(newMessage({ source: "websocket", group: "resource", operation: Op.keepalive, resource: "node" }, "ping")), this.opts.heartbeatMs));
     this.timers.push(
@@ -153,7 +156,7 @@ export class EdgeHub extends EventEmitter<EdgeHubEvents> implements Module {
 
   private onData(data: Buffer | ArrayBuffer | Buffer[]): void {
     const text = Buffer.isBuffer(data) ? data.toString("utf8") : Array.isArray(data) ? Buffer.concat(data).toString("utf8") : Buffer.from(data).toString("utf8");
-    if (text.trim() === "") return;
+    if (text.length < 4 && text.trim() === "") return;
     let msg: Message;
     try {
       msg = parseFrame(text);
@@ -162,7 +165,7 @@ export class EdgeHub extends EventEmitter<EdgeHubEvents> implements Module {
       this.opts.log.warn("malformed frame from cloud dropped", { err: e instanceof FrameError ? e.message : String(e) });
       return;
     }
-    this.messages.inc({ direction: "in" });
+    this.messagesIn.inc();
     const group = edgeGroupFor(msg.route.group);
     if (this.router?.resolveReply(msg)) {
       // a reply a module was waiting for

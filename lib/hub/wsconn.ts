@@ -4,6 +4,7 @@
  * upgrade request itself (lib/net/http1.ts) and speaks the framing here: masked client frames,
  * fragmentation, ping/pong, close, and a hard limit on message size.
  */
+import { isUtf8 } from "node:buffer";
 import { createHash } from "node:crypto";
 import { EventEmitter } from "node:events";
 import type { Duplex } from "node:stream";
@@ -22,7 +23,6 @@ export interface WsConnectionEvents {
   close: [code: number, reason: string];
 }
 
-const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 export class WsConnection extends EventEmitter<WsConnectionEvents> {
   private buf: Buffer = Buffer.alloc(0);
@@ -113,9 +113,21 @@ export class WsConnection extends EventEmitter<WsConnectionEvents> {
       if (!control && this.fragmentBytes + len > this.maxMessageBytes) return this.close(CloseCode.tooBig, `message larger than ${this.maxMessageBytes} bytes`);
       if (avail < hdr + 4 + len) break;
       const maskAt = off + hdr;
-      const payload = Buffer.from(this.buf.subarray(maskAt + 4, maskAt + 4 + len));
-      for (let i = 0; i < len; i++) payload[i]! ^= this.buf[maskAt + (i & 3)]!;
-      off = maskAt + 4 + len;
+      const start = maskAt + 4;
+      // Unmask in place: the bytes are ours once read off the socket, so no copy is needed.
+      const b = this.buf;
+      const m0 = b[maskAt]!, m1 = b[maskAt + 1]!, m2 = b[maskAt + 2]!, m3 = b[maskAt + 3]!;
+      let i = start;
+      const end = start + len;
+      for (; i + 3 < end; i += 4) {
+        b[i]! ^= m0;
+        b[i + 1]! ^= m1;
+        b[i + 2]! ^= m2;
+        b[i + 3]! ^= m3;
+      }
+      for (let k = 0; i < end; i++, k++) b[i]! ^= k === 0 ? m0 : k === 1 ? m1 : m2;
+      const payload = b.subarray(start, end);
+      off = end;
       this.onFrame(fin, opcode, payload);
     }
     this.buf = off >= this.buf.length ? Buffer.alloc(0) : this.buf.subarray(off);
@@ -134,13 +146,8 @@ export class WsConnection extends EventEmitter<WsConnectionEvents> {
         const whole = this.fragments.length === 1 ? this.fragments[0]! : Buffer.concat(this.fragments);
         this.fragments = [];
         this.fragmentBytes = 0;
-        let text: string;
-        try {
-          text = utf8.decode(whole);
-        } catch {
-          return this.close(CloseCode.badData, "message is not UTF-8");
-        }
-        this.emit("message", text);
+        if (!isUtf8(whole)) return this.close(CloseCode.badData, "message is not UTF-8");
+        this.emit("message", whole.toString("utf8"));
         return;
       }
       case 0x8:

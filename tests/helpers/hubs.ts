@@ -33,7 +33,7 @@ export interface TestCloud {
   close(): Promise<void>;
 }
 
-export async function startTestCloud(opts: { hubPort?: number; maxFrameBytes?: number; keepaliveTimeoutMs?: number; dataDir?: string } = {}): Promise<TestCloud> {
+export async function startTestCloud(opts: { hubPort?: number; maxFrameBytes?: number; keepaliveTimeoutMs?: number; dataDir?: string; record?: boolean } = {}): Promise<TestCloud> {
   const dataDir = opts.dataDir ?? tmpDir("hub-cloud");
   const logs: string[] = [];
   const log = createLogger({ level: "info", write: (l) => void logs.push(l) });
@@ -52,7 +52,7 @@ export async function startTestCloud(opts: { hubPort?: number; maxFrameBytes?: n
   });
   const upstream = recorder("edgecontroller", "edgecontroller");
   router.register(hub);
-  router.register(upstream);
+  if (opts.record !== false) router.register(upstream);
   await router.startAll();
   return {
     ca, dataDir, hub, router, metrics, upstream, logs, certPort: certService.port,

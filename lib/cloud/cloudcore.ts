@@ -1,7 +1,7 @@
 /** Wires cloudcore's parts together; the entry script stays thin. */
 import { hostname, networkInterfaces } from "node:os";
 import type { Server } from "node:http";
-import { parseListen, type OptionSpec } from "../config.ts";
+import { ConfigError, parseListen, type OptionSpec } from "../config.ts";
 import { dataFile, dialAddress } from "../daemon.ts";
 import type { Logger } from "../log.ts";
 import { Metrics, serveMetrics } from "../metrics.ts";
@@ -11,6 +11,7 @@ import { CloudHub } from "../hub/cloudhub.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../hub/constants.ts";
 import { loadOrCreateCa } from "../pki/ca.ts";
 import { startCertService } from "../pki/certservice.ts";
+import { apiserverMigrations, startApiServer, type ApiServer } from "../kube/apiserver/index.ts";
 
 export const cloudOptions: OptionSpec[] = [
   { flag: "config", type: "string", help: "YAML config file; its keys are the camelCase flag names" },
@@ -70,7 +71,9 @@ export async function startCloud(cfg: CloudConfig, log: Logger): Promise<Running
   };
   const metrics = new Metrics();
   const router = new Router(log.child("router"));
-  const store = await openStore<unknown>(dataFile(cfg.dataDir, "cloudcore.db"), {});
+  if (cfg.kubeconfig) throw new ConfigError("--kubeconfig: the real-cluster client is not built yet (issue 3); run without it to use the embedded API");
+  const store = await openStore<unknown>(dataFile(cfg.dataDir, "cloudcore.db"), { ...apiserverMigrations });
+  const api: ApiServer = await startApiServer({ store, host: listens.apiListen.host, port: listens.apiListen.port, dataDir: cfg.dataDir, log });
   const ca = await loadOrCreateCa(cfg.dataDir);
   const serverCert = await ca.issueServerCert(localAddresses(cfg.advertiseAddress));
 
@@ -93,6 +96,7 @@ export async function startCloud(cfg: CloudConfig, log: Logger): Promise<Running
     metrics,
     router,
     endpoints: {
+      api: api.url,
       hub: dialAddress(listens.hubListen, hub.port),
       https: dialAddress(listens.httpsListen, certService.port),
       metrics: dialAddress(listens.metricsListen, metricsPort),
@@ -100,6 +104,7 @@ export async function startCloud(cfg: CloudConfig, log: Logger): Promise<Running
     async stop() {
       await router.stopAll();
       await certService.close();
+      await api.close();
       await new Promise<void>((r) => metricsServer.close(() => r()));
       await store.close();
     },

@@ -93,7 +93,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(opts.port, opts.host, () => {
+    server.listen(opts.port, opts.host, 4096, () => {
       server.off("error", reject);
       resolve();
     });

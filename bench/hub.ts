@@ -54,8 +54,9 @@ async function latency(pipe: Pipe): Promise<number[]> {
   return samples.sort((a, b) => a - b);
 }
 
-/** Runs throughput then latency on a pipe factory (fresh receive handler per phase). */
+/** Warms up, then runs throughput and latency on a pipe factory (fresh receive handler per phase). */
 async function measure(make: () => Pipe) {
+  await throughput(make()); // warm-up, so neither side is measured before the JIT has seen it
   const tp = await throughput(make());
   const lat = await latency(make());
   return { tp, p50: percentile(lat, 50), p99: percentile(lat, 99) };

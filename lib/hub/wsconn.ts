@@ -51,7 +51,7 @@ export class WsConnection extends EventEmitter<WsConnectionEvents> {
 
   send(text: string): boolean {
     if (this.closed) return false;
-    return this.socket.write(frame(0x1, Buffer.from(text)));
+    return this.socket.write(textFrame(text));
   }
 
   ping(): void {
@@ -166,7 +166,21 @@ export class WsConnection extends EventEmitter<WsConnectionEvents> {
 }
 
 function frame(opcode: number, payload: Buffer): Buffer {
-  const len = payload.length;
+  const out = frameHeader(opcode, payload.length);
+  payload.copy(out, out.length - payload.length);
+  return out;
+}
+
+/** A text frame encoded straight into its output buffer (one copy of the text, not two). */
+function textFrame(text: string): Buffer {
+  const len = Buffer.byteLength(text);
+  const out = frameHeader(0x1, len);
+  out.write(text, out.length - len);
+  return out;
+}
+
+/** A buffer for a whole unmasked frame with its header filled in and room for `len` payload bytes. */
+function frameHeader(opcode: number, len: number): Buffer {
   const hdr = len < 126 ? 2 : len < 65536 ? 4 : 10;
   const out = Buffer.allocUnsafe(hdr + len);
   out[0] = 0x80 | opcode;
@@ -179,6 +193,5 @@ function frame(opcode: number, payload: Buffer): Buffer {
     out.writeUInt32BE(Math.floor(len / 2 ** 32), 2);
     out.writeUInt32BE(len >>> 0, 6);
   }
-  payload.copy(out, hdr);
   return out;
 }

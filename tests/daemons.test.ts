@@ -5,7 +5,8 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadOrCreateCa } from "../lib/pki/ca.ts";
 import { createToken } from "../lib/pki/token.ts";
-import { ROOT, eventually, joinToken, metric, spawnDaemon, startCloud, startEdge, tmpDir, type Daemon } from "./helpers/daemons.ts";
+import { spawnSync } from "node:child_process";
+import { ROOT, eventually, joinToken, metric, requireTool, spawnDaemon, startCloud, startEdge, tmpDir, type Daemon } from "./helpers/daemons.ts";
 
 const running: Daemon[] = [];
 const track = <T extends { daemon: Daemon }>(x: T) => (running.push(x.daemon), x);
@@ -102,6 +103,12 @@ describe("cloudcore and edgecore processes", () => {
     const edge = track(await startEdge({ node: "bin-node", cloud: cloud.endpoints, token, flavour: "binary", dataDir: tmpDir("bin-edge") }));
     await eventually(async () => (await metric(cloud.endpoints.metrics, "outpost_cloudhub_connected_nodes")) === 1, 10_000, "binary edge connected");
     await eventually(async () => ((await metric(cloud.endpoints.metrics, "outpost_cloudhub_messages_total", { direction: "in" })) ?? 0) >= 1, 10_000, "keepalive");
+    // the binary carries the device CRDs (no schemas/ beside it) and kubectl sees them
+    if (requireTool("/usr/bin/kubectl", "kubectl drives the embedded API")) {
+      const r = spawnSync("kubectl", ["--kubeconfig", join(cloud.dataDir, "kubeconfig"), "api-resources", "--api-group", "devices.kubeedge.io", "-o", "name"], { encoding: "utf8", env: { ...process.env, HOME: tmpDir("kubectl-home") } });
+      expect(r.stderr).toBe("");
+      expect(r.stdout.split("\n").filter(Boolean).sort()).toEqual(["devicemodels.devices.kubeedge.io", "devices.devices.kubeedge.io", "devicestatuses.devices.kubeedge.io"]);
+    }
     expect(await edge.daemon.stop()).toBe(0);
     expect(await cloud.daemon.stop()).toBe(0);
   });

@@ -1,21 +1,30 @@
-/** The KubeEdge CRD manifests shipped in schemas/crds/, installed at first start. */
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+/**
+ * The KubeEdge CRD manifests of schemas/crds/, installed at first start. They are imported as text so
+ * the bundler inlines them: a compiled cloudcore has no schemas/ directory beside it.
+ */
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { parseAllDocuments } from "yaml";
 import { isRecord, type KObject } from "./types.ts";
+import devices from "../../../schemas/crds/devices.kubeedge.io_devices.yaml" with { type: "text" };
+import deviceModels from "../../../schemas/crds/devices.kubeedge.io_devicemodels.yaml" with { type: "text" };
+import deviceStatuses from "../../../schemas/crds/devices.kubeedge.io_devicestatuses.yaml" with { type: "text" };
 
-export function defaultCrdDir(): string {
-  return fileURLToPath(new URL("../../../schemas/crds/", import.meta.url));
-}
+const builtIn: [string, string][] = [
+  ["devices.kubeedge.io_devicemodels.yaml", deviceModels],
+  ["devices.kubeedge.io_devices.yaml", devices],
+  ["devices.kubeedge.io_devicestatuses.yaml", deviceStatuses],
+];
 
-/** Every CustomResourceDefinition document in the *.yaml files of `dir` (none if it is missing). */
-export function loadCrdManifests(dir = defaultCrdDir()): KObject[] {
-  if (!existsSync(dir)) return [];
+/** Every CustomResourceDefinition document: the built-in manifests, or the *.yaml files of `dir`. */
+export function loadCrdManifests(dir?: string): KObject[] {
+  const files: [string, string][] = dir
+    ? readdirSync(dir).filter((n) => n.endsWith(".yaml") || n.endsWith(".yml")).sort().map((f) => [f, readFileSync(join(dir, f), "utf8")])
+    : builtIn;
   const out: KObject[] = [];
-  for (const f of readdirSync(dir).filter((n) => n.endsWith(".yaml") || n.endsWith(".yml")).sort()) {
-    for (const doc of parseAllDocuments(readFileSync(join(dir, f), "utf8"))) {
-      if (doc.errors.length) throw new Error(`${f}: ${doc.errors[0]!.message}`);
+  for (const [name, text] of files) {
+    for (const doc of parseAllDocuments(text)) {
+      if (doc.errors.length) throw new Error(`${name}: ${doc.errors[0]!.message}`);
       const obj: unknown = doc.toJS();
       if (isRecord(obj) && obj.kind === "CustomResourceDefinition") out.push(obj as KObject);
     }

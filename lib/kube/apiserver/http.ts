@@ -11,6 +11,7 @@ import { authenticate, type Tokens } from "./auth.ts";
 import { aggregatedContentType, aggregatedDiscovery, apiGroup, apiGroupList, apiResourceList, apiVersions, openapiV3Doc, openapiV3Index, wantsAggregated } from "./discovery.ts";
 import { ApiError, errors, statusObject, successStatus } from "./errors.ts";
 import type { Registry, ResourceType } from "./resources.ts";
+import { decodeProtobuf, PROTOBUF } from "./protobuf.ts";
 import { parseFieldSelector, parseLabelSelector, type Selector } from "./selectors.ts";
 import type { ObjectStore } from "./storage.ts";
 import { toTable, type IncludeObject } from "./table.ts";
@@ -260,9 +261,7 @@ async function resource(d: HttpDeps, limit: number, req: IncomingMessage, res: S
   if (method === "POST") {
     if (r.name) throw errors.methodNotAllowed(method);
     needNs();
-    const type = mediaType(req.headers["content-type"]);
-    if (type && type !== "application/json" && type !== "application/yaml" && type !== "text/yaml" && type !== "application/x-yaml") throw errors.unsupportedMediaType(type);
-    const body = decode(await readBody(req, limit), type);
+    const body = await decodeObjectBody(req, limit, t, version);
     const obj = d.api.create(t, version, ns, body, writeOpts(q));
     return send(res, 201, obj);
   }
@@ -270,9 +269,7 @@ async function resource(d: HttpDeps, limit: number, req: IncomingMessage, res: S
   if (method === "PUT") {
     if (!r.name) throw errors.methodNotAllowed(method);
     needNs();
-    const type = mediaType(req.headers["content-type"]);
-    if (type && type !== "application/json" && type !== "application/yaml" && type !== "text/yaml" && type !== "application/x-yaml") throw errors.unsupportedMediaType(type);
-    const body = decode(await readBody(req, limit), type);
+    const body = await decodeObjectBody(req, limit, t, version);
     const out = d.api.update(t, version, ns, r.name, body, r.sub, writeOpts(q));
     return send(res, out.created ? 201 : 200, out.object);
   }
@@ -328,6 +325,17 @@ async function resource(d: HttpDeps, limit: number, req: IncomingMessage, res: S
   }
 
   throw errors.methodNotAllowed(method);
+}
+
+/** A whole-object body (POST/PUT): JSON, YAML, or protobuf for the kinds kubectl sends that way. */
+async function decodeObjectBody(req: IncomingMessage, limit: number, t: ResourceType, version: string): Promise<unknown> {
+  const type = mediaType(req.headers["content-type"]);
+  if (type === PROTOBUF && !t.crd) return decodeProtobuf(await readBody(req, limit), t.kind, gvString(t.group, version));
+  if (type && type !== "application/json" && type !== "application/yaml" && type !== "text/yaml" && type !== "application/x-yaml") {
+    req.resume();
+    throw errors.unsupportedMediaType(type);
+  }
+  return decode(await readBody(req, limit), type);
 }
 
 function startWatch(d: HttpDeps, res: ServerResponse, q: URLSearchParams, r: Route, table: { includeObject: IncludeObject } | undefined): void {

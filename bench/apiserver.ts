@@ -4,6 +4,7 @@
  *    201), beside a baseline of the same rows inserted with prepared statements, one transaction each;
  *  - watch delivery latency p50/p99 with 1,000 concurrent watch streams: write → event parsed by
  *    every watcher (clients live in the same process, so this includes their parsing);
+ *  - writes/s while the 1,000 watchers receive every write, and the events delivered per second;
  *  - RSS after the runs.
  *   bun bench/apiserver.ts [--quick]     (--quick finishes in well under 20 s)
  */
@@ -29,6 +30,7 @@ const store = await openStore<any>(join(dir, "cloudcore.db"), apiserverMigration
 const server = await startApiServer({ store, host: "127.0.0.1", port: 0, dataDir: dir, log: createLogger({ level: "error" }) });
 const tls = { ca: server.caCert };
 const headers = { Authorization: `Bearer ${server.adminToken}`, "Content-Type": "application/json" };
+await fetch(server.url + "/api/v1/namespaces", { method: "POST", headers: { Authorization: `Bearer ${server.adminToken}`, "Content-Type": "application/json" }, body: JSON.stringify({ metadata: { name: "watched" } }), tls } as RequestInit);
 const post = (path: string, body: unknown) => fetch(server.url + path, { method: "POST", headers, body: JSON.stringify(body), tls } as RequestInit);
 const cm = (name: string, extra: Record<string, string> = {}) => ({ apiVersion: "v1", kind: "ConfigMap", metadata: { name, labels: { bench: "yes" } }, data: { payload: "x".repeat(200), ...extra } });
 
@@ -72,12 +74,14 @@ raw.close();
 const sentAt = new Map<string, number>();
 const samples: number[] = [];
 const received = new Map<string, number>();
-const rv = (await (await fetch(`${server.url}/api/v1/namespaces/bench/configmaps?limit=1`, { headers, tls } as RequestInit)).json()) as { metadata: { resourceVersion: string } };
+let delivered = 0;
+const rv = (await (await fetch(`${server.url}/api/v1/namespaces/watched/configmaps?limit=1`, { headers, tls } as RequestInit)).json()) as { metadata: { resourceVersion: string } };
 const watchers: RawWatch[] = [];
 for (let i = 0; i < WATCHERS; i++) {
-  const w = openRawWatch(server.url, `/api/v1/namespaces/bench/configmaps?watch=1&resourceVersion=${rv.metadata.resourceVersion}&labelSelector=probe%3Dyes`, server.adminToken, server.caCert);
+  const w = openRawWatch(server.url, `/api/v1/namespaces/watched/configmaps?watch=1&resourceVersion=${rv.metadata.resourceVersion}`, server.adminToken, server.caCert);
   w.onEvent = (ev) => {
     const name = ev.object?.metadata?.name as string;
+    delivered++;
     const t = sentAt.get(name);
     if (t === undefined) return;
     samples.push(performance.now() - t);
@@ -95,7 +99,7 @@ let lost = 0;
 for (let i = 0; i < EVENTS; i++) {
   const name = `probe-${i}`;
   sentAt.set(name, performance.now());
-  const r = await post("/api/v1/namespaces/bench/configmaps", { ...cm(name), metadata: { name, labels: { probe: "yes" } } });
+  const r = await post("/api/v1/namespaces/watched/configmaps", cm(name));
   await r.arrayBuffer();
   const deadline = performance.now() + 5000;
   while ((received.get(name) ?? 0) < WATCHERS && performance.now() < deadline) await Bun.sleep(1);
@@ -103,12 +107,38 @@ for (let i = 0; i < EVENTS; i++) {
   await Bun.sleep(EVENT_GAP_MS);
 }
 samples.sort((a, b) => a - b);
+
+// --- writes/s while 1,000 watchers receive every write ---
+let wn = 0;
+let wdone = 0;
+const deliveredBefore = delivered;
+const w0 = performance.now();
+const wDeadline = w0 + (quick ? 3000 : 15_000);
+await Promise.all(
+  Array.from({ length: CONCURRENCY }, async () => {
+    while (wn < WRITES && performance.now() < wDeadline) {
+      const i = wn++;
+      const r = await post("/api/v1/namespaces/watched/configmaps", cm(`fan-${i}`));
+      if (r.status !== 201) throw new Error(`create failed: ${r.status}`);
+      await r.arrayBuffer();
+      wdone++;
+    }
+  }),
+);
+const fanDeadline = performance.now() + 10_000;
+while (delivered - deliveredBefore < wdone * WATCHERS && performance.now() < fanDeadline) await Bun.sleep(5);
+const wElapsed = (performance.now() - w0) / 1000;
+const fanWritesPerS = wdone / wElapsed;
+const fanEventsPerS = (delivered - deliveredBefore) / wElapsed;
+lost += wdone * WATCHERS - (delivered - deliveredBefore);
 for (const w of watchers) w.close();
 
 const rows: Row[] = [
   { metric: "configmap_creates_per_s", baseline: rawWritesPerS, outpost: apiWritesPerS, unit: "writes/s", higherIsBetter: true },
   { metric: "watch_delivery_p50_1000_watchers", outpost: percentile(samples, 50), unit: "ms" },
   { metric: "watch_delivery_p99_1000_watchers", outpost: percentile(samples, 99), unit: "ms" },
+  { metric: "creates_per_s_with_1000_watchers", outpost: fanWritesPerS, unit: "writes/s", higherIsBetter: true },
+  { metric: "watch_events_delivered_per_s", outpost: fanEventsPerS, unit: "events/s", higherIsBetter: true },
   { metric: "watch_events_lost", outpost: lost, unit: "events" },
   { metric: "rss_with_1000_watchers", outpost: rssWithWatchers, unit: "MiB" },
   { metric: "rss_after_runs", outpost: rssMiB(), unit: "MiB" },

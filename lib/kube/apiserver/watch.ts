@@ -55,14 +55,25 @@ class Watcher {
     }
   }
 
+  /** Lines queued in this tick; flushed together (one socket write per watcher per tick). */
+  pending: string[] = [];
+
   send(line: string): void {
     if (this.closed) return;
-    this.res.write(line);
+    if (this.pending.push(line) === 1) this.hub.markDirty(this);
+  }
+
+  flush(): void {
+    if (this.closed || this.pending.length === 0) return;
+    const data = this.pending.length === 1 ? this.pending[0]! : this.pending.join("");
+    this.pending = [];
+    this.res.write(data);
     if (this.res.writableLength > MAX_BACKLOG) this.close();
   }
 
   close(): void {
     if (this.closed) return;
+    this.flush();
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     this.hub.remove(this);
@@ -80,6 +91,8 @@ interface Cached {
 
 export class WatchHub {
   private byResource = new Map<string, Set<Watcher>>();
+  private dirty = new Set<Watcher>();
+  private flushScheduled = false;
   private bookmarkTimer: ReturnType<typeof setInterval> | undefined;
   private unsubscribe: () => void;
 
@@ -156,7 +169,24 @@ export class WatchHub {
     res.on("error", onClose);
   }
 
+  /**
+   * Watchers with queued lines are written once at the end of the tick: the writer's response
+   * is not held up by the fan-out, and a burst of changes costs each watcher one socket write.
+   */
+  markDirty(w: Watcher): void {
+    this.dirty.add(w);
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      const batch = this.dirty;
+      this.dirty = new Set();
+      for (const x of batch) x.flush();
+    });
+  }
+
   remove(w: Watcher): void {
+    this.dirty.delete(w);
     const key = `${w.spec.t.group}/${w.spec.t.resource}`;
     const set = this.byResource.get(key);
     if (!set) return;

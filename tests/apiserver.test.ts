@@ -612,6 +612,11 @@ describe("bad input", () => {
     const big = JSON.stringify(cm("big", { blob: "x".repeat(4 * 1024 * 1024) }));
     expectStatus(await h.req("POST", base, undefined, { raw: big }), 413, "RequestEntityTooLarge");
     expectStatus(await h.req("PUT", `${base}/x`, { ...cm("y") }), 400, "BadRequest");
+    const deep = '{"metadata":{"name":"deep"},"data":' + '{"a":'.repeat(5000) + '"x"' + "}".repeat(5000) + "}";
+    expectStatus(await h.req("POST", base, undefined, { raw: deep }), 400, "BadRequest");
+    expectStatus(await h.req("POST", base, undefined, { raw: "a: &a [1]\nb: *a\n", contentType: "application/yaml" }), 422, "Invalid");
+    expectStatus(await h.req("POST", base, undefined, { raw: "\u0000\u0001garbage", contentType: "application/vnd.kubernetes.protobuf" }), 400, "BadRequest");
+    expectStatus(await h.req("POST", "/apis/devices.kubeedge.io/v1beta1/namespaces/default/devices", undefined, { raw: "k8s\u0000", contentType: "application/vnd.kubernetes.protobuf" }), 415, "UnsupportedMediaType");
     expect((await h.req("GET", "/healthz")).status).toBe(200);
     const ok = await h.req("POST", base, cm("after-bad-input"));
     expect(ok.status).toBe(201);

@@ -58,9 +58,7 @@ export class Api {
   ) {
     for (const crd of store.list("apiextensions.k8s.io", "customresourcedefinitions")) registry.applyCrd(crd);
     store.subscribe((ev) => this.onEvent(ev));
-    for (const t of registry.all()) {
-      for (const o of store.list(t.group, t.resource)) if (o.metadata?.deletionTimestamp) this.terminating.add(this.key(t, o.metadata.namespace ?? "", o.metadata.name ?? ""));
-    }
+    for (const k of store.listTerminatingKeys()) this.terminating.add(this.key(k, k.namespace, k.name));
   }
 
   startSweeper(intervalMs = 1000): void {
@@ -371,7 +369,6 @@ export class Api {
       const nm = meta(next);
       nm.deletionTimestamp = nowRfc3339(Date.now() + grace * 1000);
       nm.deletionGracePeriodSeconds = grace;
-      if (opts.propagationPolicy === "Foreground" && finalizers.length > 0 && !finalizers.includes("foregroundDeletion")) nm.finalizers = [...finalizers];
       if (grace === 0 && finalizers.length === 0) return change("DELETED", next);
       return change("MODIFIED", next);
     }

@@ -76,7 +76,25 @@ function mediaType(h: string | undefined): string {
   return (h ?? "").split(";")[0]!.trim().toLowerCase();
 }
 
+const MAX_DEPTH = 100;
+
+/** Rejects absurdly deep documents before recursive code (clone, patch, validation) sees them. */
+function checkDepth(v: unknown): unknown {
+  const stack: Array<[unknown, number]> = [[v, 0]];
+  while (stack.length) {
+    const [x, d] = stack.pop()!;
+    if (typeof x !== "object" || x === null) continue;
+    if (d > MAX_DEPTH) throw errors.badRequest(`the request body is nested more than ${MAX_DEPTH} levels deep`);
+    for (const c of Array.isArray(x) ? x : Object.values(x)) if (typeof c === "object" && c !== null) stack.push([c, d + 1]);
+  }
+  return v;
+}
+
 function decode(buf: Buffer, type: string): unknown {
+  return checkDepth(decodeText(buf, type));
+}
+
+function decodeText(buf: Buffer, type: string): unknown {
   const text = buf.toString("utf8");
   if (text.trim() === "") throw errors.badRequest("the request body is empty");
   if (type === "application/yaml" || type === "application/apply-patch+yaml" || type === "text/yaml" || type === "application/x-yaml") {
@@ -89,7 +107,7 @@ function decode(buf: Buffer, type: string): unknown {
   try {
     return JSON.parse(text);
   } catch (e) {
-    throw errors.badRequest(`couldn't get version/kind; json parse error: ${(e as Error).message}`);
+    throw errors.badRequest(`couldn't get version/kind; json parse error: ${(e as Error).message.slice(0, 200)}`);
   }
 }
 

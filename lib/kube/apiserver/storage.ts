@@ -51,7 +51,7 @@ export class ObjectStore {
       get: raw.prepare("SELECT data FROM apiserver_objects WHERE grp = ? AND resource = ? AND namespace = ? AND name = ?"),
       listAll: raw.prepare("SELECT data FROM apiserver_objects WHERE grp = ? AND resource = ? ORDER BY namespace, name"),
       listNs: raw.prepare("SELECT data FROM apiserver_objects WHERE grp = ? AND resource = ? AND namespace = ? ORDER BY name"),
-      countNs: raw.prepare("SELECT count(*) AS n FROM apiserver_objects WHERE namespace = ?"),
+      terminating: raw.prepare(`SELECT grp, resource, namespace, name FROM apiserver_objects WHERE instr(data, '"deletionTimestamp"') > 0`),
       listInNs: raw.prepare("SELECT grp, resource, name, data FROM apiserver_objects WHERE namespace = ?"),
       byOwner: raw.prepare("SELECT grp, resource, namespace, name, data FROM apiserver_objects WHERE instr(data, ?) > 0"),
       upsert: raw.prepare(
@@ -119,6 +119,12 @@ export class ObjectStore {
   listNamespaceContents(namespace: string): Array<{ group: string; resource: string; name: string; object: KObject }> {
     const rows = this.stmt.listInNs!.all([namespace]) as Array<{ grp: string; resource: string; name: string; data: string }>;
     return rows.map((r) => ({ group: r.grp, resource: r.resource, name: r.name, object: JSON.parse(r.data) as KObject }));
+  }
+
+  /** Keys of objects that may carry a deletionTimestamp (a cheap superset; callers check). */
+  listTerminatingKeys(): Array<{ group: string; resource: string; namespace: string; name: string }> {
+    const rows = this.stmt.terminating!.all([]) as Array<{ grp: string; resource: string; namespace: string; name: string }>;
+    return rows.map((r) => ({ group: r.grp, resource: r.resource, namespace: r.namespace, name: r.name }));
   }
 
   /** Objects whose JSON mentions `uid` (candidates for owner-reference garbage collection). */

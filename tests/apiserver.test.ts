@@ -622,3 +622,56 @@ describe("bad input", () => {
     expect(ok.status).toBe(201);
   });
 });
+
+describe("random input", () => {
+  test("random methods, paths, media types and bodies never get a 5xx and always a Status", async () => {
+    let seed = Number(process.env.APISERVER_FUZZ_SEED ?? 12345);
+    const rnd = (n: number) => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    const pick = <T,>(xs: T[]): T => xs[rnd(xs.length)]!;
+    const paths = [
+      "/api/v1/namespaces/default/configmaps",
+      "/api/v1/namespaces/default/configmaps/x",
+      "/api/v1/namespaces/default/pods/p/status",
+      "/api/v1/nodes/n",
+      "/api/v1/namespaces/default",
+      "/apis/devices.kubeedge.io/v1beta1/namespaces/default/devices/d",
+      "/apis/devices.kubeedge.io/v1beta1/namespaces/default/devicestatuses/d/status",
+      "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+      "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/l",
+      "/api/v1/namespaces/default/configmaps?labelSelector=%28%28&fieldSelector=%3D%3D",
+      "/api/v1/namespaces/%ZZ/pods",
+      "/apis//v1/x",
+    ];
+    const types = ["application/json", "application/yaml", "application/merge-patch+json", "application/strategic-merge-patch+json", "application/json-patch+json", "application/apply-patch+yaml", "application/vnd.kubernetes.protobuf", "text/plain"];
+    const bodies = [
+      "{}",
+      "[]",
+      "null",
+      '{"metadata":{"name":"x"},"spec":{"containers":[{"name":"c"}]}}',
+      '{"metadata":{"name":"x","labels":{"a":{"b":1}}}}',
+      '[{"op":"remove","path":"/metadata"}]',
+      '[{"op":"move","from":"/spec","path":"/spec/x"}]',
+      '{"metadata":{"name":"x","finalizers":[1]}}',
+      '{"apiVersion":"apiextensions.k8s.io/v1","kind":"CustomResourceDefinition","metadata":{"name":"a.b"},"spec":{"group":"b","names":{"plural":"a","kind":"A"},"scope":"Namespaced","versions":[{"name":"v1","served":true,"storage":true,"schema":{"openAPIV3Schema":{"type":"object","properties":{"spec":{"type":"array"}}}}}]}}',
+      "- a\n- : b",
+      "k8s\u0000\u000a\u00ff\u00ff",
+      "\ud800",
+    ];
+    await h.req("POST", "/api/v1/namespaces/default/configmaps", cm("x"));
+    await h.req("POST", "/api/v1/namespaces/default/pods", pod("p", { nodeName: "n" }));
+    for (let i = 0; i < 300; i++) {
+      const method = pick(["GET", "POST", "PUT", "PATCH", "DELETE"]);
+      const path = pick(paths);
+      const withBody = method !== "GET";
+      let raw = pick(bodies);
+      if (rnd(4) === 0) raw = raw.slice(0, rnd(raw.length + 1));
+      const r = await h.req(method, path, undefined, withBody ? { raw, contentType: pick(types) } : {});
+      if (r.status >= 500 || (r.status >= 400 && r.body.kind !== "Status")) throw new Error(`${method} ${path} ${raw} -> ${r.status} ${JSON.stringify(r.body)}`);
+    }
+    expect((await h.req("GET", "/readyz")).status).toBe(200);
+    expect((await h.req("GET", "/api/v1/namespaces/default/configmaps")).status).toBe(200);
+  });
+});

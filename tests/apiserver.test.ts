@@ -197,6 +197,14 @@ describe("objects", () => {
     expect(same.body.metadata.resourceVersion).toBe(img.body.metadata.resourceVersion);
   });
 
+  test("an update that changes nothing (keys reordered) keeps the resourceVersion", async () => {
+    const c = await h.req("POST", "/api/v1/namespaces/default/configmaps", cm("same", { a: "1", b: "2" }, { x: "1", y: "2" }));
+    const reordered = { data: { b: "2", a: "1" }, metadata: { labels: { y: "2", x: "1" }, name: "same", resourceVersion: c.body.metadata.resourceVersion }, kind: "ConfigMap", apiVersion: "v1" };
+    const u = await h.req("PUT", "/api/v1/namespaces/default/configmaps/same", reordered);
+    expect(u.status).toBe(200);
+    expect(u.body.metadata.resourceVersion).toBe(c.body.metadata.resourceVersion);
+  });
+
   test("namespaces: missing namespace is 404, deleting one removes its contents", async () => {
     const missing = await h.req("POST", "/api/v1/namespaces/nope/configmaps", cm("x"));
     expect(missing.status).toBe(404);

@@ -33,17 +33,30 @@ const NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789";
 
 export const gvString = (group: string, version: string) => (group ? `${group}/${version}` : version);
 
+/** JSON with object keys sorted, so equal objects compare equal whatever their key order. */
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(",")}]`;
+  if (isRecord(v)) {
+    return `{${Object.keys(v)
+      .filter((k) => v[k] !== undefined)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonical(v[k])}`)
+      .join(",")}}`;
+  }
+  return JSON.stringify(v) ?? "null";
+}
+
 function stripForCompare(o: KObject): string {
   const c = { ...o, metadata: { ...(o.metadata ?? {}) } };
   delete c.metadata.resourceVersion;
   delete c.metadata.managedFields;
   delete c.apiVersion;
-  return JSON.stringify(c);
+  return canonical(c);
 }
 
 function specPart(o: KObject): string {
   const { metadata: _m, status: _s, apiVersion: _a, kind: _k, ...rest } = o;
-  return JSON.stringify(rest);
+  return canonical(rest);
 }
 
 export class Api {

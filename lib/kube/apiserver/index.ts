@@ -51,7 +51,11 @@ export interface ApiServer {
   readonlyToken: string;
   /** PEM of the CA that signed the serving certificate (undefined with tls: false). */
   caCert?: string;
-  /** In-process change feed for cloudcore's controllers: every committed change, in RV order. */
+  /**
+   * In-process change feed for cloudcore's controllers: every committed change, in RV order.
+   * Listeners run synchronously inside the write (after the commit): keep them cheap, defer work.
+   * Event objects are shared: treat them as read-only.
+   */
   events: { subscribe(fn: (ev: StoreEvent) => void): () => void; currentResourceVersion(): number };
   /** Number of open watch streams. */
   watchCount(): number;

@@ -13,6 +13,7 @@ import { DEFAULT_MAX_FRAME_BYTES, NODE_NAME_RE } from "../hub/constants.ts";
 import { joinCloud, loadEdgeCredentials, renewIfDue } from "../pki/edgecreds.ts";
 import { edgeMigrations, type EdgeDb } from "./store.ts";
 import { MetaManager } from "./metamanager.ts";
+import { MetaServer } from "./metaserver.ts";
 
 export const edgeOptions: OptionSpec[] = [
   { flag: "config", type: "string", help: "YAML config file; its keys are the camelCase flag names" },
@@ -130,8 +131,12 @@ export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEd
     maxFrameBytes: cfg.maxFrameBytes,
   });
   router.register(hub);
-  router.register(new MetaManager(store.db));
+  const meta = new MetaManager(store.db);
+  router.register(meta);
   await router.startAll();
+  const metaServerListen = parseListen(cfg.metaserverListen);
+  const metaServer = new MetaServer(meta, log.child("metaserver"));
+  const metaServerPort = await metaServer.start(metaServerListen);
 
   const rotate = async () => {
     try {
@@ -152,9 +157,10 @@ export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEd
     hub,
     router,
     metrics,
-    endpoints: { metrics: dialAddress(metricsListen, metricsPort) },
+    endpoints: { metaserver: dialAddress(metaServerListen, metaServerPort), metrics: dialAddress(metricsListen, metricsPort) },
     async stop() {
       clearInterval(rotation);
+      await metaServer.stop();
       await router.stopAll();
       await new Promise<void>((r) => metricsServer.close(() => r()));
       await store.close();

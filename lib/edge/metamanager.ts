@@ -1,20 +1,47 @@
 /**
  * MetaManager: keeps every object the cloud sends in edgecore.db and acknowledges it only once it
- * is stored, so the cloud never believes in a delivery that a crash could undo.
+ * is stored, so the cloud never believes in a delivery that a crash could undo. It then hands the
+ * object to the module that acts on it (pods and their configmaps/secrets → Edged, devices → twin)
+ * and tells local watchers (MetaServer). Everything keeps working from the store when the cloud is
+ * gone, also across restarts.
  */
 import type { Kysely } from "kysely";
+import { EventEmitter } from "node:events";
 import { Op, parseResource, responseTo, type Message } from "../message.ts";
 import type { Module, ModuleContext } from "../router.ts";
 import type { Logger } from "../log.ts";
 import type { EdgeDb } from "./store.ts";
 
-export class MetaManager implements Module {
+export type ChangeType = "ADDED" | "MODIFIED" | "DELETED";
+
+export interface MetaChange {
+  type: ChangeType;
+  /** The resource type as KubeEdge names it: pod, configmap, secret, service, node, device, ... */
+  kind: string;
+  namespace: string;
+  name: string;
+  object: unknown;
+}
+
+/** Which module acts on a stored object, by resource type (KubeEdge: meta forwards to edged / twin). */
+const consumers: Record<string, string> = {
+  pod: "edged",
+  configmap: "edged",
+  secret: "edged",
+  device: "twin",
+  devicemodel: "twin",
+};
+
+export class MetaManager extends EventEmitter<{ change: [MetaChange] }> implements Module {
   readonly name = "metamanager";
   readonly group = "meta";
   private ctx?: ModuleContext;
   private log?: Logger;
 
-  constructor(private readonly db: Kysely<EdgeDb>) {}
+  constructor(private readonly db: Kysely<EdgeDb>) {
+    super();
+    this.setMaxListeners(0);
+  }
 
   start(ctx: ModuleContext): void {
     this.ctx = ctx;
@@ -35,19 +62,35 @@ export class MetaManager implements Module {
       case Op.update:
       case Op.patch: {
         if (ref.name === undefined) return;
-        const rv = msg.header.resourceversion ?? "";
+        const rv = msg.header.resourceversion ?? rvOf(msg.content);
+        const existing = await this.db.selectFrom("meta").select(["resource_version"]).where("key", "=", resource).executeTakeFirst();
+        if (existing && isOlder(rv, existing.resource_version)) {
+          // a stale resend (the cloud retries until acked): keep the newer copy, still ack
+          this.log?.debug("stale version ignored", { resource, rv, stored: existing.resource_version });
+          this.ack(msg);
+          return;
+        }
         const value = JSON.stringify(msg.content ?? null);
+        const now = Date.now();
         await this.db
           .insertInto("meta")
-          .values({ key: resource, type: ref.type, value, resource_version: rv, updated_at: Date.now() })
-          .onConflict((oc) => oc.column("key").doUpdateSet({ type: ref.type, value, resource_version: rv, updated_at: Date.now() }))
+          .values({ key: resource, type: ref.type, value, resource_version: rv, updated_at: now })
+          .onConflict((oc) => oc.column("key").doUpdateSet({ type: ref.type, value, resource_version: rv, updated_at: now }))
           .execute();
         this.ack(msg);
+        this.dispatch(msg, { type: existing ? "MODIFIED" : "ADDED", kind: ref.type, namespace: ref.namespace, name: ref.name, object: msg.content });
         return;
       }
-      case Op.delete:
+      case Op.delete: {
+        if (ref.name === undefined) return;
+        const row = await this.db.selectFrom("meta").select(["value"]).where("key", "=", resource).executeTakeFirst();
         await this.db.deleteFrom("meta").where("key", "=", resource).execute();
         this.ack(msg);
+        this.dispatch(msg, { type: "DELETED", kind: ref.type, namespace: ref.namespace, name: ref.name, object: row ? JSON.parse(row.value) : msg.content });
+        return;
+      }
+      case Op.query:
+        await this.answerQuery(msg, ref.type, ref.namespace, ref.name);
         return;
       case Op.response:
       case Op.error:
@@ -57,13 +100,46 @@ export class MetaManager implements Module {
     }
   }
 
-  /** Objects of one type, decoded, for the other edge modules. */
-  async list(type: string): Promise<{ key: string; value: unknown; resourceVersion: string }[]> {
-    const rows = await this.db.selectFrom("meta").select(["key", "value", "resource_version"]).where("type", "=", type).execute();
-    return rows.map((r) => ({ key: r.key, value: JSON.parse(r.value), resourceVersion: r.resource_version }));
+  /** One stored object, decoded, or null. */
+  async get(type: string, namespace: string, name: string): Promise<unknown | null> {
+    const row = await this.db.selectFrom("meta").select(["value"]).where("key", "=", `${namespace || "null"}/${type}/${name}`).executeTakeFirst();
+    return row ? JSON.parse(row.value) : null;
+  }
+
+  /** All stored objects of one type, decoded. */
+  async list(type: string): Promise<unknown[]> {
+    const rows = await this.db.selectFrom("meta").select(["value"]).where("type", "=", type).orderBy("key").execute();
+    return rows.map((r) => JSON.parse(r.value));
+  }
+
+  private async answerQuery(msg: Message, type: string, namespace: string, name: string | undefined): Promise<void> {
+    const content = name === undefined ? (await this.list(type)).filter((o) => namespace === "null" || nsOf(o) === namespace) : await this.get(type, namespace, name);
+    const reply = responseTo(msg, content);
+    if (!this.ctx?.router.resolveReply(reply) && msg.route.source) this.ctx?.router.send(msg.route.source, reply);
+  }
+
+  private dispatch(msg: Message, change: MetaChange): void {
+    const target = consumers[change.kind];
+    if (target) this.ctx?.router.send(target, msg);
+    this.emit("change", change);
   }
 
   private ack(msg: Message): void {
     this.ctx?.router.send("websocket", responseTo(msg, "OK"));
   }
+}
+
+function rvOf(obj: unknown): string {
+  const rv = (obj as { metadata?: { resourceVersion?: unknown } } | null)?.metadata?.resourceVersion;
+  return typeof rv === "string" ? rv : "";
+}
+
+function nsOf(obj: unknown): string | undefined {
+  return (obj as { metadata?: { namespace?: string } } | null)?.metadata?.namespace;
+}
+
+/** Kubernetes resourceVersions are opaque, but KubeEdge (and we) compare them as integers when they are. */
+function isOlder(incoming: string, stored: string): boolean {
+  if (!/^\d+$/.test(incoming) || !/^\d+$/.test(stored)) return false;
+  return BigInt(incoming) < BigInt(stored);
 }

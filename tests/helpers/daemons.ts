@@ -157,3 +157,20 @@ export function requireTool(path: string, why: string): boolean {
   console.warn(`\n!!! SKIPPING: ${path} not found (${why}). Run .ci/run to install it. !!!\n`);
   return false;
 }
+
+/** Runs a command without blocking this process's event loop (in-process servers keep answering). */
+export function run(cmd: string, args: string[], opts: { env?: Record<string, string>; timeoutMs?: number; input?: string } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(cmd, args, { env: { ...process.env, ...opts.env }, stdio: ["pipe", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    p.stdout.on("data", (d) => (stdout += d));
+    p.stderr.on("data", (d) => (stderr += d));
+    const t = setTimeout(() => p.kill("SIGKILL"), opts.timeoutMs ?? 30_000);
+    p.on("close", (code) => {
+      clearTimeout(t);
+      resolve({ code, stdout, stderr });
+    });
+    p.stdin.end(opts.input ?? "");
+  });
+}

@@ -1,7 +1,7 @@
 /** Wires cloudcore's parts together; the entry script stays thin. */
 import { hostname, networkInterfaces } from "node:os";
 import type { Server } from "node:http";
-import { ConfigError, parseListen, type OptionSpec } from "../config.ts";
+import { parseListen, type OptionSpec } from "../config.ts";
 import { dataFile, dialAddress } from "../daemon.ts";
 import type { Logger } from "../log.ts";
 import { Metrics, serveMetrics } from "../metrics.ts";
@@ -12,6 +12,8 @@ import { DEFAULT_MAX_FRAME_BYTES } from "../hub/constants.ts";
 import { loadOrCreateCa } from "../pki/ca.ts";
 import { startCertService } from "../pki/certservice.ts";
 import { apiserverMigrations, startApiServer, type ApiServer } from "../kube/apiserver/index.ts";
+import { InformerFactory, KubeClient, inClusterAvailable } from "../kube/client/index.ts";
+import { EdgeController } from "./edgecontroller.ts";
 
 export const cloudOptions: OptionSpec[] = [
   { flag: "config", type: "string", help: "YAML config file; its keys are the camelCase flag names" },
@@ -24,6 +26,7 @@ export const cloudOptions: OptionSpec[] = [
   { flag: "advertise-address", type: "list", default: [], help: "extra IP or DNS name edges use to reach cloudcore (added to the server certificate)" },
   { flag: "max-frame-bytes", type: "int", default: DEFAULT_MAX_FRAME_BYTES, help: "largest hub message accepted from an edge" },
   { flag: "keepalive-timeout", type: "int", default: 30, help: "seconds without a message before an edge session is closed" },
+  { flag: "node-grace-period", type: "int", default: 40, help: "seconds without contact before an edge node goes Ready=Unknown" },
   { flag: "token-ttl", type: "int", default: 12 * 3600, help: "lifetime of join tokens, seconds" },
   { flag: "cert-validity-days", type: "int", default: 365, help: "lifetime of edge node certificates" },
 ];
@@ -38,6 +41,7 @@ export interface CloudConfig {
   advertiseAddress: string[];
   maxFrameBytes: number;
   keepaliveTimeout: number;
+  nodeGracePeriod: number;
   tokenTtl: number;
   certValidityDays: number;
   logFormat: string;
@@ -71,9 +75,21 @@ export async function startCloud(cfg: CloudConfig, log: Logger): Promise<Running
   };
   const metrics = new Metrics();
   const router = new Router(log.child("router"));
-  if (cfg.kubeconfig) throw new ConfigError("--kubeconfig: the real-cluster client is not built yet (issue 3); run without it to use the embedded API");
   const store = await openStore<unknown>(dataFile(cfg.dataDir, "cloudcore.db"), { ...apiserverMigrations });
-  const api: ApiServer = await startApiServer({ store, host: listens.apiListen.host, port: listens.apiListen.port, dataDir: cfg.dataDir, log });
+  // A real cluster when told (kubeconfig) or when running in one; else the embedded API.
+  let api: ApiServer | undefined;
+  let client: KubeClient;
+  if (cfg.kubeconfig) {
+    client = KubeClient.fromKubeconfig(cfg.kubeconfig);
+    log.info("using the cluster of the kubeconfig", { kubeconfig: cfg.kubeconfig, server: client.config.server });
+  } else if (inClusterAvailable()) {
+    client = KubeClient.inCluster();
+    log.info("using the in-cluster service account", { server: client.config.server });
+  } else {
+    api = await startApiServer({ store, host: listens.apiListen.host, port: listens.apiListen.port, dataDir: cfg.dataDir, log });
+    client = new KubeClient({ server: api.url, caPem: api.caCert, token: api.adminToken });
+  }
+  const informers = new InformerFactory(client, { onError: (err, info) => log.warn("watch failed, retrying", { resource: info.resource, attempt: info.attempt, err: err.message }) });
   const ca = await loadOrCreateCa(cfg.dataDir);
   const serverCert = await ca.issueServerCert(localAddresses(cfg.advertiseAddress));
 
@@ -87,6 +103,7 @@ export async function startCloud(cfg: CloudConfig, log: Logger): Promise<Running
     keepaliveTimeoutMs: cfg.keepaliveTimeout * 1000,
   });
   router.register(hub);
+  router.register(new EdgeController({ client, informers, hub, log: log.child("edgecontroller"), nodeGracePeriodMs: cfg.nodeGracePeriod * 1000 }));
   await router.startAll();
   const metricsServer: Server = (await serveMetrics(metrics, listens.metricsListen)).server;
   const metricsPort = (metricsServer.address() as { port: number }).port;
@@ -96,15 +113,17 @@ export async function startCloud(cfg: CloudConfig, log: Logger): Promise<Running
     metrics,
     router,
     endpoints: {
-      api: api.url,
+      ...(api ? { api: api.url } : {}),
       hub: dialAddress(listens.hubListen, hub.port),
       https: dialAddress(listens.httpsListen, certService.port),
       metrics: dialAddress(listens.metricsListen, metricsPort),
     },
     async stop() {
       await router.stopAll();
+      await informers.stop();
+      client.close();
       await certService.close();
-      await api.close();
+      await api?.close();
       await new Promise<void>((r) => metricsServer.close(() => r()));
       await store.close();
     },

@@ -7,7 +7,7 @@
  */
 import type { Kysely } from "kysely";
 import { EventEmitter } from "node:events";
-import { Op, parseResource, responseTo, type Message } from "../message.ts";
+import { Op, newMessage, parseResource, responseTo, type Message } from "../message.ts";
 import type { Module, ModuleContext } from "../router.ts";
 import type { Logger } from "../log.ts";
 import type { EdgeDb } from "./store.ts";
@@ -61,6 +61,7 @@ export class MetaManager extends EventEmitter<{ change: [MetaChange] }> implemen
       case Op.insert:
       case Op.update:
       case Op.patch: {
+        if (ref.type === "podlist" && ref.name === undefined) return void (await this.reconcilePods(msg.content));
         if (ref.name === undefined) return;
         const rv = msg.header.resourceversion ?? rvOf(msg.content);
         const existing = await this.db.selectFrom("meta").select(["resource_version"]).where("key", "=", resource).executeTakeFirst();
@@ -97,6 +98,25 @@ export class MetaManager extends EventEmitter<{ change: [MetaChange] }> implemen
         return;
       default:
         this.log?.debug("operation not handled", { operation, resource });
+    }
+  }
+
+  /**
+   * The cloud's list of every pod bound to this node (sent on reconnect): stored pods not in it were
+   * deleted while the link was down, so they are removed and Edged is told to stop them.
+   */
+  private async reconcilePods(content: unknown): Promise<void> {
+    if (!Array.isArray(content)) return this.log?.warn("podlist without a list dropped");
+    const keep = new Set(content.map((p: { namespace?: string; name?: string }) => `${p?.namespace}/pod/${p?.name}`));
+    const rows = await this.db.selectFrom("meta").select(["key", "value"]).where("type", "=", "pod").execute();
+    for (const row of rows) {
+      if (keep.has(row.key)) continue;
+      await this.db.deleteFrom("meta").where("key", "=", row.key).execute();
+      const ref = parseResource(row.key)!;
+      const object = JSON.parse(row.value);
+      this.log?.info("pod deleted in the cloud while offline, removing", { pod: row.key });
+      const del = newMessage({ source: "edgecontroller", group: "resource", operation: Op.delete, resource: row.key }, object);
+      this.dispatch(del, { type: "DELETED", kind: "pod", namespace: ref.namespace, name: ref.name!, object });
     }
   }
 

@@ -14,6 +14,7 @@ import { startCertService } from "../pki/certservice.ts";
 import { apiserverMigrations, startApiServer, type ApiServer } from "../kube/apiserver/index.ts";
 import { InformerFactory, KubeClient, inClusterAvailable } from "../kube/client/index.ts";
 import { EdgeController } from "./edgecontroller.ts";
+import { DeviceController } from "./devicecontroller.ts";
 
 export const cloudOptions: OptionSpec[] = [
   { flag: "config", type: "string", help: "YAML config file; its keys are the camelCase flag names" },
@@ -104,6 +105,7 @@ export async function startCloud(cfg: CloudConfig, log: Logger): Promise<Running
   });
   router.register(hub);
   router.register(new EdgeController({ client, informers, hub, log: log.child("edgecontroller"), nodeGracePeriodMs: cfg.nodeGracePeriod * 1000 }));
+  router.register(new DeviceController({ client, informers, hub, log: log.child("devicecontroller") }));
   await router.startAll();
   const metricsServer: Server = (await serveMetrics(metrics, listens.metricsListen)).server;
   const metricsPort = (metricsServer.address() as { port: number }).port;

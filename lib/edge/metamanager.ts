@@ -61,7 +61,7 @@ export class MetaManager extends EventEmitter<{ change: [MetaChange] }> implemen
       case Op.insert:
       case Op.update:
       case Op.patch: {
-        if (ref.type === "podlist" && ref.name === undefined) return void (await this.reconcilePods(msg.content));
+        if (ref.name === undefined && (ref.type === "podlist" || ref.type === "devicelist")) return void (await this.reconcile(ref.type.slice(0, -4), msg.content));
         if (ref.name === undefined) return;
         const rv = msg.header.resourceversion ?? rvOf(msg.content);
         const existing = await this.db.selectFrom("meta").select(["resource_version"]).where("key", "=", resource).executeTakeFirst();
@@ -102,21 +102,21 @@ export class MetaManager extends EventEmitter<{ change: [MetaChange] }> implemen
   }
 
   /**
-   * The cloud's list of every pod bound to this node (sent on reconnect): stored pods not in it were
-   * deleted while the link was down, so they are removed and Edged is told to stop them.
+   * The cloud's list of every pod (or device) bound to this node, sent on reconnect: stored objects
+   * not in it were deleted while the link was down, so they are removed and their module is told.
    */
-  private async reconcilePods(content: unknown): Promise<void> {
-    if (!Array.isArray(content)) return this.log?.warn("podlist without a list dropped");
-    const keep = new Set(content.map((p: { namespace?: string; name?: string }) => `${p?.namespace}/pod/${p?.name}`));
-    const rows = await this.db.selectFrom("meta").select(["key", "value"]).where("type", "=", "pod").execute();
+  private async reconcile(type: string, content: unknown): Promise<void> {
+    if (!Array.isArray(content)) return this.log?.warn(`${type}list without a list dropped`);
+    const keep = new Set(content.map((p: { namespace?: string; name?: string }) => `${p?.namespace}/${type}/${p?.name}`));
+    const rows = await this.db.selectFrom("meta").select(["key", "value"]).where("type", "=", type).execute();
     for (const row of rows) {
       if (keep.has(row.key)) continue;
       await this.db.deleteFrom("meta").where("key", "=", row.key).execute();
       const ref = parseResource(row.key)!;
       const object = JSON.parse(row.value);
-      this.log?.info("pod deleted in the cloud while offline, removing", { pod: row.key });
-      const del = newMessage({ source: "edgecontroller", group: "resource", operation: Op.delete, resource: row.key }, object);
-      this.dispatch(del, { type: "DELETED", kind: "pod", namespace: ref.namespace, name: ref.name!, object });
+      this.log?.info(`${type} deleted in the cloud while offline, removing`, { [type]: row.key });
+      const del = newMessage({ source: "metamanager", group: "resource", operation: Op.delete, resource: row.key }, object);
+      this.dispatch(del, { type: "DELETED", kind: type, namespace: ref.namespace, name: ref.name!, object });
     }
   }
 

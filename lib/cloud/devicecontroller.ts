@@ -1,0 +1,236 @@
+/**
+ * DeviceController: sends each edge the Devices bound to it (spec.nodeName) and the DeviceModels they
+ * use, and writes what the edge reports (twin values, state) into the DeviceStatus of the same name,
+ * owned by its Device, as KubeEdge v1.23 does. Reports are coalesced per device so a chatty device
+ * cannot flood the API. Invalid Devices are reported as Events on the object and skipped.
+ */
+import * as v from "valibot";
+import { newMessage, splitNodeResource, Op, type Message } from "../message.ts";
+import type { Module, ModuleContext } from "../router.ts";
+import type { Logger } from "../log.ts";
+import type { CloudHub } from "../hub/cloudhub.ts";
+import { InformerFactory, KubeClient, Resources, byNodeName, isNotFound, type KubeObject, type ObjectMeta, type SharedInformer } from "../kube/client/index.ts";
+import { BaseMessageSchema, DeviceSchema, MsgTwinSchema, describeIssues, type MsgTwin } from "../../schemas/devices.ts";
+
+type Obj = KubeObject & { metadata: ObjectMeta };
+type DeviceObj = Obj & { spec?: { nodeName?: string; deviceModelRef?: { name?: string } } };
+
+const EdgeUpdatedSchema = v.object({ ...BaseMessageSchema.entries, twin: v.record(v.string(), v.nullable(MsgTwinSchema)) });
+const StateUpdatedSchema = v.object({
+  ...BaseMessageSchema.entries,
+  device: v.optional(v.object({ name: v.optional(v.string()), state: v.string(), lastOnlineTime: v.optional(v.string()) })),
+  state: v.optional(v.string()),
+  lastOnlineTime: v.optional(v.string()),
+});
+
+interface StatusTwin {
+  propertyName: string;
+  reported?: { value: string; metadata: Record<string, string> };
+  observedDesired?: { value: string; metadata: Record<string, string> };
+}
+
+interface Pending {
+  twins: Map<string, StatusTwin>;
+  state?: string;
+  lastOnlineTime?: string;
+  timer?: ReturnType<typeof setTimeout>;
+}
+
+export interface DeviceControllerOptions {
+  client: KubeClient;
+  informers: InformerFactory;
+  hub: CloudHub;
+  log: Logger;
+  /** Reports of one device within this window become one API write (default 500 ms). */
+  coalesceMs?: number;
+}
+
+const deviceTopic = /^device\/([^/]+)\/([^/]+)\/(twin\/edge_updated|state\/update)$/;
+
+export class DeviceController implements Module {
+  readonly name = "devicecontroller";
+  readonly group = "devicecontroller";
+  private devices!: SharedInformer<DeviceObj>;
+  private models!: SharedInformer<Obj>;
+  private readonly pending = new Map<string, Pending>();
+  private readonly warned = new Set<string>();
+  private readonly log: Logger;
+
+  constructor(private readonly opts: DeviceControllerOptions) {
+    this.log = opts.log;
+  }
+
+  async start(_ctx: ModuleContext): Promise<void> {
+    const { informers, hub } = this.opts;
+    this.devices = informers.informer<DeviceObj>(Resources.devices, { indexers: { byNode: byNodeName } });
+    this.models = informers.informer<Obj>(Resources.devicemodels);
+    await Promise.all([this.devices.waitForSync(30_000), this.models.waitForSync(30_000)]);
+    this.devices.on("add", (d) => this.onDevice(Op.insert, d));
+    this.devices.on("update", (old, d) => {
+      if (old.spec?.nodeName && old.spec.nodeName !== d.spec?.nodeName) this.send(old.spec.nodeName, Op.delete, "device", old);
+      this.onDevice(Op.update, d);
+    });
+    this.devices.on("delete", (d) => this.onDevice(Op.delete, d));
+    this.models.on("update", (_o, m) => this.onModel(m));
+    hub.on("connected", (node) => this.sendNodeState(node));
+    for (const node of hub.connectedNodes()) this.sendNodeState(node);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.pending.keys()].map((k) => this.flush(k)));
+  }
+
+  // ---- downstream ---------------------------------------------------------------------------
+
+  private send(node: string, operation: string, type: string, obj: Obj): void {
+    const md = obj.metadata;
+    this.opts.hub.sendToNode(node, newMessage({ source: "devicecontroller", group: "resource", operation, resource: `${md.namespace}/${type}/${md.name}` }, obj, { resourceversion: md.resourceVersion ?? "" }));
+  }
+
+  /** A Device that does not validate is reported once per version as an Event and not sent. */
+  private valid(d: DeviceObj): boolean {
+    const r = v.safeParse(DeviceSchema, d);
+    if (r.success) return true;
+    const key = `${d.metadata.namespace}/${d.metadata.name}@${d.metadata.resourceVersion}`;
+    if (!this.warned.has(key)) {
+      this.warned.add(key);
+      const why = describeIssues(r.issues);
+      this.log.warn("invalid Device skipped", { device: `${d.metadata.namespace}/${d.metadata.name}`, err: why });
+      void this.event(d, "InvalidDevice", `Device not sent to the edge: ${why}`);
+    }
+    return false;
+  }
+
+  private onDevice(operation: string, d: DeviceObj): void {
+    const node = d.spec?.nodeName;
+    if (!node || !this.opts.hub.isConnected(node)) return;
+    if (operation === Op.delete) return this.send(node, Op.delete, "device", d);
+    if (!this.valid(d)) return;
+    const model = d.spec?.deviceModelRef?.name ? this.models.get(d.spec.deviceModelRef.name, d.metadata.namespace) : undefined;
+    if (model) this.send(node, Op.update, "devicemodel", model);
+    this.send(node, operation, "device", d);
+  }
+
+  /** A model changed: send it to the nodes whose devices use it. */
+  private onModel(m: Obj): void {
+    const nodes = new Set<string>();
+    for (const d of this.devices.list(m.metadata.namespace)) {
+      const node = d.spec?.nodeName;
+      if (node && d.spec?.deviceModelRef?.name === m.metadata.name) nodes.add(node);
+    }
+    for (const node of nodes) if (this.opts.hub.isConnected(node)) this.send(node, Op.update, "devicemodel", m);
+  }
+
+  /** On connect: every device of the node, then the list so the edge drops devices deleted meanwhile. */
+  private sendNodeState(node: string): void {
+    const devices = this.devices.byIndex("byNode", node);
+    for (const d of devices) this.onDevice(Op.update, d);
+    const list = devices.map((d) => ({ namespace: d.metadata.namespace, name: d.metadata.name, uid: d.metadata.uid }));
+    this.opts.hub.sendToNode(node, newMessage({ source: "devicecontroller", group: "resource", operation: Op.update, resource: "null/devicelist" }, list));
+  }
+
+  // ---- upstream -----------------------------------------------------------------------------
+
+  handle(msg: Message): void {
+    const target = splitNodeResource(msg.route.resource);
+    const m = target ? deviceTopic.exec(target.resource) : null;
+    if (!target || !m) return;
+    const [, namespace, name, what] = m as unknown as [string, string, string, string];
+    const device = this.devices.get(name, namespace);
+    if (!device || device.spec?.nodeName !== target.node) {
+      this.log.warn("report for a device not bound to the sending node refused", { node: target.node, device: `${namespace}/${name}` });
+      return;
+    }
+    const content = typeof msg.content === "string" ? safeJson(msg.content) : msg.content;
+    const key = `${namespace}/${name}`;
+    const p = this.pending.get(key) ?? { twins: new Map<string, StatusTwin>() };
+    if (what === "twin/edge_updated") {
+      const r = v.safeParse(EdgeUpdatedSchema, content);
+      if (!r.success) return this.log.warn("malformed twin report dropped", { device: key, err: describeIssues(r.issues) });
+      for (const [prop, twin] of Object.entries(r.output.twin)) if (twin) p.twins.set(prop, mergeTwin(p.twins.get(prop), prop, twin));
+    } else {
+      const r = v.safeParse(StateUpdatedSchema, content);
+      if (!r.success) return this.log.warn("malformed state report dropped", { device: key, err: describeIssues(r.issues) });
+      p.state = r.output.device?.state ?? r.output.state;
+      p.lastOnlineTime = r.output.device?.lastOnlineTime ?? r.output.lastOnlineTime ?? p.lastOnlineTime;
+    }
+    this.pending.set(key, p);
+    p.timer ??= setTimeout(() => void this.flush(key), this.opts.coalesceMs ?? 500);
+  }
+
+  private async flush(key: string): Promise<void> {
+    const p = this.pending.get(key);
+    if (!p) return;
+    this.pending.delete(key);
+    clearTimeout(p.timer);
+    const [namespace, name] = key.split("/") as [string, string];
+    const device = this.devices.get(name, namespace);
+    if (!device) return;
+    try {
+      await this.writeStatus(device, p);
+    } catch (e) {
+      this.log.warn("DeviceStatus write failed", { device: key, err: String(e) });
+    }
+  }
+
+  private async writeStatus(device: DeviceObj, p: Pending): Promise<void> {
+    const { client } = this.opts;
+    const { name, namespace } = device.metadata as { name: string; namespace: string };
+    let current: Obj & { status?: { twins?: StatusTwin[] } };
+    try {
+      current = await client.get(Resources.devicestatuses, name, namespace);
+    } catch (e) {
+      if (!isNotFound(e)) throw e;
+      current = await client.create(Resources.devicestatuses, {
+        apiVersion: "devices.kubeedge.io/v1beta1",
+        kind: "DeviceStatus",
+        metadata: { name, namespace, ownerReferences: [{ apiVersion: "devices.kubeedge.io/v1beta1", kind: "Device", name, uid: device.metadata.uid!, controller: true, blockOwnerDeletion: true }] },
+      } as Obj);
+    }
+    // keep every property's latest value: merge this batch into what the status already holds
+    const twins = new Map((current.status?.twins ?? []).map((t) => [t.propertyName, t]));
+    for (const [prop, t] of p.twins) twins.set(prop, { ...twins.get(prop), ...t, propertyName: prop });
+    const status: Record<string, unknown> = { twins: [...twins.values()] };
+    if (p.state) status.state = p.state;
+    if (p.lastOnlineTime) status.lastOnlineTime = p.lastOnlineTime;
+    else if (p.twins.size) status.lastOnlineTime = new Date().toISOString();
+    await client.patchStatus(Resources.devicestatuses, name, { status }, "merge", { namespace });
+  }
+
+  private async event(obj: Obj, reason: string, message: string): Promise<void> {
+    const md = obj.metadata;
+    const now = new Date().toISOString();
+    await this.opts.client
+      .create(Resources.events, {
+        apiVersion: "v1",
+        kind: "Event",
+        metadata: { generateName: `${md.name}.`, namespace: md.namespace },
+        involvedObject: { apiVersion: obj.apiVersion, kind: obj.kind, name: md.name, namespace: md.namespace, uid: md.uid, resourceVersion: md.resourceVersion },
+        reason,
+        message,
+        type: "Warning",
+        source: { component: "outpost-devicecontroller" },
+        firstTimestamp: now,
+        lastTimestamp: now,
+        count: 1,
+      } as unknown as Obj)
+      .catch((e) => this.log.debug("event not recorded", { err: String(e) }));
+  }
+}
+
+/** MsgTwin → DeviceStatus twin: actual → reported, expected → observedDesired (values as strings). */
+function mergeTwin(prev: StatusTwin | undefined, prop: string, t: MsgTwin): StatusTwin {
+  const out: StatusTwin = { ...prev, propertyName: prop };
+  const meta = (ts: number | undefined) => ({ timestamp: String(ts ?? Date.now()), ...(t.metadata?.type ? { type: String(t.metadata.type) } : {}) });
+  if (t.actual && t.actual.value != null) out.reported = { value: t.actual.value, metadata: meta(t.actual.metadata?.timestamp ?? undefined) };
+  if (t.expected && t.expected.value != null) out.observedDesired = { value: t.expected.value, metadata: meta(t.expected.metadata?.timestamp ?? undefined) };
+  return out;
+}
+
+function safeJson(s: string): unknown {
+  try {
+    return JSON.parse(s);
+  } catch {
+    return s;
+  }
+}

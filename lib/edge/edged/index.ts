@@ -1,0 +1,7 @@
+/** Edged: pods on the edge node. See docs/pods.md. */
+export { Edged, type EdgedOptions, type MetaSource } from "./edged.ts";
+export { ProcessRuntime, type ProcessRuntimeOptions } from "./process-runtime.ts";
+export { StartError, type Runtime, type ContainerConfig, type ContainerStatus, type ContainerRunState } from "./runtime.ts";
+export { mountEnvName } from "./volumes.ts";
+export { nodeIPv4, KUBELET_VERSION } from "./nodestatus.ts";
+export type { V1PodStatus, V1ContainerStatus, ContainerState, Terminated, PodPhase } from "./status.ts";

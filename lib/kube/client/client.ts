@@ -156,7 +156,7 @@ export class KubeClient {
     return { ...first, metadata: { resourceVersion: first.metadata?.resourceVersion }, items };
   }
 
-  create<T extends KubeObject = KubeObject>(res: ResourceRef, obj: T, opts: WriteOptions = {}): Promise<T> {
+  create<T extends KubeObject = KubeObject>(res: ResourceRef, obj: NoInfer<T>, opts: WriteOptions = {}): Promise<T> {
     return this.request<T>("POST", resourcePath(res, this.ns(res, opts.namespace, obj)), {
       body: this.withTypeMeta(res, obj),
       query: this.writeQuery(opts),
@@ -166,7 +166,7 @@ export class KubeClient {
   }
 
   /** PUT: replaces the object; a stale metadata.resourceVersion → KubeApiError 409 Conflict. */
-  update<T extends KubeObject = KubeObject>(res: ResourceRef, obj: T, opts: WriteOptions = {}): Promise<T> {
+  update<T extends KubeObject = KubeObject>(res: ResourceRef, obj: NoInfer<T>, opts: WriteOptions = {}): Promise<T> {
     return this.request<T>("PUT", resourcePath(res, this.ns(res, opts.namespace, obj), this.nameOf(res, obj)), {
       body: this.withTypeMeta(res, obj),
       query: this.writeQuery(opts),
@@ -210,7 +210,7 @@ export class KubeClient {
   }
 
   /** PUT …/status: only the status is taken from `obj` (and its resourceVersion is checked). */
-  updateStatus<T extends KubeObject = KubeObject>(res: ResourceRef, obj: T, opts: WriteOptions = {}): Promise<T> {
+  updateStatus<T extends KubeObject = KubeObject>(res: ResourceRef, obj: NoInfer<T>, opts: WriteOptions = {}): Promise<T> {
     return this.request<T>("PUT", resourcePath(res, this.ns(res, opts.namespace, obj), this.nameOf(res, obj), "status"), {
       body: this.withTypeMeta(res, obj),
       query: this.writeQuery(opts),

@@ -49,6 +49,7 @@ export class SharedInformer<T extends KubeObject = KubeObject> {
   private readonly indexes = new Map<string, Map<string, Set<string>>>();
   private readonly handlers: { [E in InformerEventName]: Set<InformerHandlers<T>[E]> } = { add: new Set(), update: new Set(), delete: new Set() };
   private synced = false;
+  private rv: string | undefined;
   private syncWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
   private readonly loop: WatchLoop<T>;
   /** Completed lists (the initial one and relists after 410). */
@@ -69,6 +70,7 @@ export class SharedInformer<T extends KubeObject = KubeObject> {
       backoff: factoryOpts.backoff,
       relist: (signal) => this.relist(signal),
       onEvent: (ev) => {
+        if (ev.object.metadata?.resourceVersion) this.rv = ev.object.metadata.resourceVersion;
         if (ev.type === "BOOKMARK") return;
         if (ev.type === "DELETED") this.remove(ev.object);
         else this.upsert(ev.object);
@@ -98,7 +100,7 @@ export class SharedInformer<T extends KubeObject = KubeObject> {
 
   /** The resourceVersion the cache is current to. */
   get resourceVersion(): string | undefined {
-    return this.loop.resourceVersion;
+    return this.rv;
   }
 
   /** The underlying watch (connection count, state). */
@@ -256,6 +258,7 @@ export class SharedInformer<T extends KubeObject = KubeObject> {
     }
     for (const o of fresh.values()) this.upsert(o);
     this.lists++;
+    this.rv = list.metadata?.resourceVersion || this.rv;
     if (!this.synced) {
       this.synced = true;
       const waiters = this.syncWaiters;

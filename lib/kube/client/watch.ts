@@ -173,7 +173,7 @@ export class WatchLoop<T extends KubeObject = KubeObject> {
         }
         if (signal.aborted) break;
         goneInARow = 0;
-        if (this.streamEvents > 0 || Date.now() - openedAt > 1000) {
+        if (this.streamEvents > 0 || Date.now() - openedAt >= 500) {
           attempt = 0;
           continue; // the server ended the stream (its timeout): resume at once
         }

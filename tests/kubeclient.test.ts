@@ -585,16 +585,25 @@ describe("informers", () => {
     expect(i1.get("p1")).toBeUndefined();
     expect(updates).toEqual(["p2:-->1"]);
     expect(deletes).toEqual(["p1"]);
-    await until(() => edge1.size === 1, 3000, "the selected informer to follow");
-    expect(names(edge1.list())).toEqual(["p3"]);
+    // an informer scoped to one namespace looks names up there
+    const selNs = factory.informer(pods, { namespace: "kube-system" });
+    await a.client.create(pods, pod("sys", "edge-1"), { namespace: "kube-system" });
+    await until(() => selNs.get("sys") !== undefined, 3000, "a namespaced informer's get");
+    expect(selNs.get("sys", "default")).toBeUndefined();
+    expect(i1.get("sys")).toBeUndefined();
+    expect(i1.get("sys", "kube-system")?.metadata?.namespace).toBe("kube-system");
+    await until(() => edge1.size === 2, 3000, "the selected informer to follow");
+    expect(names(edge1.list())).toEqual(["p3", "sys"]);
+    expect(names(edge1.list("default"))).toEqual(["p3"]);
 
     // a late subscriber gets the current contents as adds, then live adds
     i2.on("add", (o) => adds.push(o.metadata!.name!));
-    expect(adds.sort()).toEqual(["p2", "p3"]);
+    expect(adds.sort()).toEqual(["p2", "p3", "sys"]);
     await a.client.create(pods, pod("p4", "edge-3"));
-    await until(() => adds.length === 3, 3000, "a live add");
-    expect(adds[2]).toBe("p4");
+    await until(() => adds.length === 4, 3000, "a live add");
+    expect(adds[3]).toBe("p4");
     expect(i1.list("default")).toHaveLength(3);
+    expect(i1.list()).toHaveLength(4);
     expect(i1.list("nowhere")).toHaveLength(0);
 
     // a throwing handler does not break the informer or other handlers

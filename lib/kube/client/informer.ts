@@ -131,8 +131,9 @@ export class SharedInformer<T extends KubeObject = KubeObject> {
     });
   }
 
+  /** By name; for namespaced resources the namespace defaults to the informer's, else the client's default. */
   get(name: string, namespace?: string): T | undefined {
-    const ns = this.resource.namespaced ? (namespace ?? this.client.defaultNamespace) : undefined;
+    const ns = this.resource.namespaced ? (namespace ?? this.options.namespace ?? this.client.defaultNamespace) : undefined;
     return this.items.get(ns ? `${ns}/${name}` : name);
   }
 

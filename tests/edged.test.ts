@@ -128,7 +128,7 @@ function pod(name: string, spec: Record<string, unknown>, meta: Record<string, u
 }
 type PodObj = ReturnType<typeof pod>;
 
-function send(env: Env, op: string, obj: { metadata: { name: string; namespace?: string; [k: string]: unknown } }, type = "pod"): void {
+function send(env: Env, op: string, obj: { metadata: { name: string; namespace?: string; [k: string]: unknown }; [k: string]: unknown }, type = "pod"): void {
   env.router.send("edged", newMessage({ source: "metamanager", group: "meta", operation: op, resource: `${obj.metadata.namespace ?? "default"}/${type}/${obj.metadata.name}` }, obj));
 }
 
@@ -460,6 +460,47 @@ describe("edged: exits and restarts", () => {
     const cst = cs(env.rec.latest("default", "nocommand"))!;
     expect((cst.state as { waiting: { reason: string } }).waiting.reason).toBe("CreateContainerConfigError");
     await waitFor("good pod runs", () => existsSync(out) && env.rec.latest("default", "good")?.phase === "Running");
+    // A pod that cannot run can still be deleted.
+    const bad = pod("nocommand2", { containers: [{ name: "c", image: "nginx" }] });
+    send(env, "insert", bad);
+    await waitFor("Failed", () => env.rec.latest("default", "nocommand2")?.phase === "Failed");
+    send(env, "update", { ...bad, metadata: { ...bad.metadata, deletionTimestamp: new Date().toISOString() } });
+    await waitFor("delete reported", () => env.rec.messages.some((m) => m.route.resource === "default/pod/nocommand2" && m.route.operation === "delete"));
+  });
+});
+
+describe("edged: status reporting", () => {
+  test("changes are coalesced: only the latest status per pod goes up, at most once per report delay", async () => {
+    const dir = tmp();
+    const env = await startEdged(dir, new FakeMeta(), { statusReportDelayMs: 300, restartBackoffBaseMs: 10, restartBackoffMaxMs: 10 });
+    const t0 = Date.now();
+    send(env, "insert", pod("flappy", { containers: [{ name: "c", ...sh("exit 1") }] }));
+    await waitFor("many restarts", () => (cs(env.edged.podStatus("default", "flappy")!)?.restartCount ?? 0) >= 15, 15_000);
+    const elapsed = Date.now() - t0;
+    await Bun.sleep(400);
+    const sent = env.rec.podStatuses("default", "flappy");
+    expect(sent.length).toBeGreaterThanOrEqual(1);
+    expect(sent.length).toBeLessThanOrEqual(Math.ceil(elapsed / 300) + 3);
+    expect(cs(sent.at(-1))!.restartCount).toBeGreaterThanOrEqual(15);
+  });
+
+  test("a pod update carrying another status than ours makes edged report again; an equal one does not", async () => {
+    const dir = tmp();
+    const env = await startEdged(dir, new FakeMeta());
+    const p = pod("resync", { containers: [{ name: "c", ...sh("exec sleep 30") }] });
+    send(env, "insert", p);
+    const st = await waitFor("Running", () => {
+      const s = env.rec.latest("default", "resync");
+      return s?.phase === "Running" && s;
+    });
+    await Bun.sleep(300);
+    const n = env.rec.podStatuses("default", "resync").length;
+    send(env, "update", { ...p, status: st });
+    await Bun.sleep(400);
+    expect(env.rec.podStatuses("default", "resync").length).toBe(n);
+    send(env, "update", { ...p, status: { phase: "Pending" } });
+    await waitFor("re-reported", () => env.rec.podStatuses("default", "resync").length === n + 1);
+    expect(env.rec.latest("default", "resync")!.phase).toBe("Running");
   });
 });
 

@@ -207,6 +207,26 @@ export class Edged implements Module {
       return;
     }
     w.update(obj, id);
+    if (this.cloudStatusDiffers(w, obj)) {
+      // The API holds another status than ours (e.g. updates lost while the link was down): send ours again.
+      this.lastSent.delete(key);
+      this.markDirty(w);
+    }
+  }
+
+  /** Compares phase and each container's state kind and restartCount with the status in the pod object. */
+  private cloudStatusDiffers(w: PodWorker, obj: unknown): boolean {
+    const cloud = (obj as { status?: { phase?: unknown; containerStatuses?: unknown } }).status;
+    if (!cloud || typeof cloud !== "object" || cloud.phase === undefined) return false;
+    const ours = w.status();
+    if (cloud.phase !== ours.phase) return true;
+    const summary = (list: unknown) =>
+      JSON.stringify(
+        (Array.isArray(list) ? list : [])
+          .map((c: { name?: string; restartCount?: number; state?: object }) => [c?.name, c?.restartCount ?? 0, Object.keys(c?.state ?? {}).sort().join()])
+          .sort(),
+      );
+    return summary(cloud.containerStatuses) !== summary(ours.containerStatuses);
   }
 
   /** deletionTimestamp set: stop with grace, report the pod gone so the cloud finishes the deletion. */

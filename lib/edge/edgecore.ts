@@ -1,6 +1,7 @@
 /** Wires edgecore's parts together; the entry script stays thin. */
 import { existsSync, readFileSync } from "node:fs";
 import { hostname } from "node:os";
+import { join } from "node:path";
 import * as v from "valibot";
 import { ConfigError, parseListen, type OptionSpec } from "../config.ts";
 import { dataFile, dialAddress, writeJsonAtomic } from "../daemon.ts";
@@ -14,6 +15,7 @@ import { joinCloud, loadEdgeCredentials, renewIfDue } from "../pki/edgecreds.ts"
 import { edgeMigrations, type EdgeDb } from "./store.ts";
 import { MetaManager } from "./metamanager.ts";
 import { MetaServer } from "./metaserver.ts";
+import { Edged, ProcessRuntime } from "./edged/index.ts";
 
 export const edgeOptions: OptionSpec[] = [
   { flag: "config", type: "string", help: "YAML config file; its keys are the camelCase flag names" },
@@ -27,6 +29,7 @@ export const edgeOptions: OptionSpec[] = [
   { flag: "metaserver-listen", type: "listen", default: "127.0.0.1:10550", help: "MetaServer (local list/watch API) address" },
   { flag: "metrics-listen", type: "listen", default: "127.0.0.1:9092", help: "Prometheus /metrics address" },
   { flag: "runtime", type: "string", default: "process", help: "pod runtime: process or cri" },
+  { flag: "node-status-interval", type: "int", default: 10, help: "seconds between node status reports" },
   { flag: "mapper", type: "list", default: [], help: "extra mapper plugin module to load" },
   { flag: "heartbeat", type: "int", default: 15, help: "seconds between keepalives to the cloud" },
   { flag: "ping-interval-ms", type: "int", default: 2000, help: "WebSocket ping period on the hub link" },
@@ -49,6 +52,7 @@ export interface EdgeConfig {
   metricsListen: string;
   runtime: string;
   mapper: string[];
+  nodeStatusInterval: number;
   heartbeat: number;
   pingIntervalMs: number;
   pongTimeoutMs: number;
@@ -133,6 +137,9 @@ export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEd
   router.register(hub);
   const meta = new MetaManager(store.db);
   router.register(meta);
+  if (cfg.runtime !== "process") throw new ConfigError(`--runtime: "${cfg.runtime}" is not available yet (process only; cri is issue 9)`);
+  const runtime = new ProcessRuntime({ stateDir: join(cfg.dataDir, "runtime", "process"), log: log.child("runtime") });
+  router.register(new Edged({ nodeName, dataDir: cfg.dataDir, runtime, meta, log: log.child("edged"), metrics, nodeStatusIntervalMs: cfg.nodeStatusInterval * 1000 }));
   await router.startAll();
   const metaServerListen = parseListen(cfg.metaserverListen);
   const metaServer = new MetaServer(meta, log.child("metaserver"));

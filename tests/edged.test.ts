@@ -52,6 +52,13 @@ class Recorder implements Module {
 }
 
 const dirs: string[] = [];
+/** Markers of pod processes: whatever still carries one after a test is killed (a failed test must not leak). */
+const markers: string[] = [];
+function newMarker(name: string): string {
+  const m = `${name}-${process.pid}-${Date.now()}`;
+  markers.push(m);
+  return m;
+}
 const running: { router: Router }[] = [];
 
 function tmp(): string {
@@ -62,6 +69,14 @@ function tmp(): string {
 
 afterEach(async () => {
   for (const r of running.splice(0)) await r.router.stopAll();
+  for (const m of markers.splice(0))
+    for (const pid of pidsWith(m)) {
+      try {
+        process.kill(-pid, "SIGKILL");
+      } catch {
+        /* gone */
+      }
+    }
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
@@ -240,7 +255,7 @@ describe("edged: running pods", () => {
   test("pods of other nodes are ignored", async () => {
     const dir = tmp();
     const env = await startEdged(dir, new FakeMeta());
-    const marker = `other-node-${Date.now()}`;
+    const marker = newMarker("other-node");
     send(env, "insert", pod("elsewhere", { nodeName: "edge-2", containers: [{ name: "c", ...sh(`: ${marker}; sleep 30`) }] }));
     await Bun.sleep(600);
     expect(pidsWith(marker)).toEqual([]);
@@ -531,7 +546,7 @@ describe("edged: deletion", () => {
 
   test("a process ignoring SIGTERM is killed after the grace period", async () => {
     const dir = tmp();
-    const marker = `ignore-term-${Date.now()}`;
+    const marker = newMarker("ignore-term");
     const env = await startEdged(dir, new FakeMeta());
     const p = pod("stubborn", { terminationGracePeriodSeconds: 1, containers: [{ name: "c", ...sh(`trap '' TERM; : ${marker}; while :; do sleep 0.05; done`) }] });
     send(env, "insert", p);
@@ -547,7 +562,7 @@ describe("edged: deletion", () => {
 
   test("a delete message stops the pod and forgets it without reporting", async () => {
     const dir = tmp();
-    const marker = `deleted-${Date.now()}`;
+    const marker = newMarker("deleted");
     const env = await startEdged(dir, new FakeMeta());
     const p = pod("gone", { terminationGracePeriodSeconds: 0, containers: [{ name: "c", ...sh(`: ${marker}; while :; do sleep 0.05; done`) }] });
     send(env, "insert", p);
@@ -563,7 +578,7 @@ describe("edged: deletion", () => {
 describe("edged: restarts of edgecore", () => {
   test("stop → start on the same data dir runs stored pods again, once; finished Never pods stay finished", async () => {
     const dir = tmp();
-    const marker = `autonomy-${Date.now()}`;
+    const marker = newMarker("autonomy");
     const once = join(dir, "once");
     const meta = new FakeMeta();
     const p = pod("stored", { containers: [{ name: "c", ...sh(`: ${marker}; while :; do sleep 0.05; done`) }] });
@@ -595,7 +610,7 @@ describe("edged: restarts of edgecore", () => {
 
   test("after a crash of edgecore, leftover processes are killed and pods start fresh without duplicates", async () => {
     const dir = tmp();
-    const marker = `crash-${Date.now()}`;
+    const marker = newMarker("crash");
     const p = pod("survivor", { containers: [{ name: "c", ...sh(`: ${marker}; while :; do sleep 0.05; done`) }] });
     writeFileSync(join(dir, "pods.json"), JSON.stringify([p]));
     const lib = resolve(import.meta.dir, "../lib");

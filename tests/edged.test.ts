@@ -653,6 +653,30 @@ setInterval(() => {}, 1000);
   });
 });
 
+describe("edged: leftovers without a record", () => {
+  test("a leftover whose record was never written is found by OUTPOST_RUNTIME_DIR in its environment", async () => {
+    const dir = tmp();
+    const marker = newMarker("unrecorded");
+    const stateDir = join(dir, "runtime", "process");
+    const orphan = spawn("sh", ["-c", `: ${marker}; while :; do sleep 0.05; done`], { detached: true, stdio: "ignore", env: { PATH: process.env.PATH, OUTPOST_RUNTIME_DIR: stateDir } });
+    const stranger = spawn("sh", ["-c", `: ${marker}-stranger; while :; do sleep 0.05; done`], { detached: true, stdio: "ignore", env: { PATH: process.env.PATH, OUTPOST_RUNTIME_DIR: `${stateDir}-other` } });
+    try {
+      await waitFor("orphan running", () => pidsWith(marker).length === 2);
+      await startEdged(dir, new FakeMeta());
+      await waitFor("orphan killed", () => !alive(orphan.pid!));
+      expect(alive(stranger.pid!)).toBe(true); // another runtime's process is left alone
+    } finally {
+      for (const c of [orphan, stranger]) {
+        try {
+          process.kill(-c.pid!, "SIGKILL");
+        } catch {
+          /* gone */
+        }
+      }
+    }
+  });
+});
+
 describe("edged: node status", () => {
   test("node status is sent at start and on the interval with the machine's figures", async () => {
     const dir = tmp();

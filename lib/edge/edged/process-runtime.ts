@@ -4,10 +4,13 @@
  * cgroup would. When the main process exits, the rest of its group is killed too (the way a pid
  * namespace ends with its init). No filesystem isolation: the image is recorded, never pulled.
  *
- * Every running group is recorded in `<stateDir>/<id>.json` (pid + kernel start time). If edgecore
- * dies without stopping its pods, the next start calls recover(), which SIGKILLs the recorded groups
- * (after checking that the pid was not reused) so that Edged can start the pods fresh without
- * duplicates. Adopting them instead is not possible: their stdout pipes died with the old edgecore.
+ * Every running group is recorded in `<stateDir>/<id>.json` (pid + kernel start time), and every
+ * container carries `OUTPOST_RUNTIME_DIR=<stateDir>` in its environment. If edgecore dies without
+ * stopping its pods, the next start calls recover(), which SIGKILLs the recorded groups (after
+ * checking that the pid was not reused) and any process group whose environment names this state
+ * dir (which also catches a process forked just before a crash, before its record was written), so
+ * that Edged can start the pods fresh without duplicates. Adopting them instead is not possible:
+ * their stdout pipes died with the old edgecore.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { accessSync, constants as fsc, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, renameSync } from "node:fs";
@@ -51,6 +54,9 @@ function startTicks(pid: number): string | null {
     return null;
   }
 }
+
+/** Set in every container's environment: lets recover() find processes of this runtime's state dir. */
+const ENV_TAG = "OUTPOST_RUNTIME_DIR";
 
 function signalNumber(sig: string | null): number {
   if (!sig) return 0;
@@ -126,6 +132,36 @@ export class ProcessRuntime implements Runtime {
       }
       rmSync(file, { force: true });
     }
+    killed += this.killByEnvironment();
+    return killed;
+  }
+
+  /** SIGKILLs every process group led by a process whose environment names our state dir (Linux). */
+  private killByEnvironment(): number {
+    const tag = Buffer.from(`\0${ENV_TAG}=${this.opts.stateDir}\0`);
+    let killed = 0;
+    let names: string[] = [];
+    try {
+      names = readdirSync("/proc").filter((n) => /^\d+$/.test(n));
+    } catch {
+      return 0;
+    }
+    for (const n of names) {
+      const pid = Number(n);
+      if (pid === process.pid) continue;
+      try {
+        const environ = Buffer.concat([Buffer.from([0]), readFileSync(`/proc/${pid}/environ`)]);
+        if (environ.indexOf(tag) < 0) continue;
+        const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+        const pgid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[2]);
+        if (pgid > 1 && killGroup(pgid, "SIGKILL")) {
+          killed++;
+          this.opts.log?.info("killed an unrecorded process left by a previous edgecore", { pid, pgid });
+        }
+      } catch {
+        /* gone or not ours */
+      }
+    }
     return killed;
   }
 
@@ -168,13 +204,15 @@ export class ProcessRuntime implements Runtime {
     return new Promise<void>((resolveStart, rejectStart) => {
       let child: ChildProcess;
       try {
-        child = spawn(exe, args, { argv0, cwd: cfg.workingDir, env: cfg.env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+        child = spawn(exe, args, { argv0, cwd: cfg.workingDir, env: { ...cfg.env, [ENV_TAG]: this.opts.stateDir }, detached: true, stdio: ["ignore", "pipe", "pipe"] });
       } catch (err) {
         log.close();
         rejectStart(new StartError(`exec: "${argv0}": ${(err as Error).message}`));
         return;
       }
       e.child = child;
+      // Record at once (not on "spawn"): a crash right after the fork must not leave an unknown group.
+      if (child.pid) this.record({ id: e.status.id, pid: child.pid, startTicks: startTicks(child.pid), podUid: cfg.podUid, container: cfg.name });
       let started = false;
       let open = 2;
       const streamDone = () => {
@@ -197,6 +235,7 @@ export class ProcessRuntime implements Runtime {
       }
       child.once("error", (err) => {
         if (started) return;
+        this.unrecord(e.status.id);
         log.close();
         rejectStart(new StartError(`exec: "${argv0}": ${(err as NodeJS.ErrnoException).code ?? err.message}`));
       });
@@ -204,7 +243,6 @@ export class ProcessRuntime implements Runtime {
         started = true;
         const pid = child.pid!;
         e.status = { ...e.status, state: "running", pid, containerID: `process://${pid}`, startedAt: Date.now() };
-        this.record({ id: e.status.id, pid, startTicks: startTicks(pid), podUid: cfg.podUid, container: cfg.name });
         resolveStart();
       });
       child.once("exit", (code, signal) => {

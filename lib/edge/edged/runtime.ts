@@ -16,7 +16,7 @@ export interface ContainerConfig {
   image: string;
   /** command + args, `$(VAR)` already expanded. argv[0] is the executable. */
   argv: string[];
-  /** The complete environment of the container (the runtime adds nothing). */
+  /** The environment of the container (the process runtime adds only OUTPOST_RUNTIME_DIR). */
   env: Record<string, string>;
   /** Working directory on the host (process runtime) or in the container (cri). */
   workingDir: string;

@@ -11,7 +11,7 @@
  */
 import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { isAbsolute, join } from "node:path";
 import type { Logger } from "../../log.ts";
 import { ConfigError, expandVars, resolveEnv, type ObjectGetter, type PodEnvContext } from "./env.ts";
 import { validatePod, type Container, type Pod, type PodIdentity } from "./pod.ts";
@@ -391,7 +391,8 @@ export class PodWorker {
       image: c.spec.image ?? "",
       argv,
       env,
-      workingDir: c.spec.workingDir || mounts.rootfs,
+      // A relative workingDir is taken inside the container's rootfs farm.
+      workingDir: c.spec.workingDir ? (isAbsolute(c.spec.workingDir) ? c.spec.workingDir : join(mounts.rootfs, c.spec.workingDir)) : mounts.rootfs,
       logPath: join(this.podDir, "logs", `${c.name}.log`),
       mounts: mounts.mounts,
     });

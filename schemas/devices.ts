@@ -330,7 +330,8 @@ export const MembershipGetSchema = BaseMessageSchema;
 /** `…/state/update`: `{event_id, timestamp, state}`; state is checked (case-insensitively) by the twin. */
 export const StateUpdateSchema = v.object({ ...BaseMessageSchema.entries, state: v.string() });
 
-export const DeviceStates = ["online", "offline", "ok", "unknown", "unhealthy"] as const;
+/** KubeEdge's twin states, plus the mapper framework's `disconnected` (a device the mapper cannot reach). */
+export const DeviceStates = ["online", "offline", "ok", "unknown", "unhealthy", "disconnected"] as const;
 
 export const MsgAttrSchema = v.object({
   value: v.optional(v.string(), ""),

@@ -16,6 +16,9 @@ import { edgeMigrations, type EdgeDb } from "./store.ts";
 import { MetaManager } from "./metamanager.ts";
 import { MetaServer } from "./metaserver.ts";
 import { Edged, ProcessRuntime } from "./edged/index.ts";
+import { DeviceTwin, deviceTwinMigrations } from "./devicetwin/index.ts";
+import { EventBus } from "./eventbus/index.ts";
+import { MapperHost, PluginRegistry } from "./mapperhost/index.ts";
 
 export const edgeOptions: OptionSpec[] = [
   { flag: "config", type: "string", help: "YAML config file; its keys are the camelCase flag names" },
@@ -113,7 +116,12 @@ export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEd
   }
   writeJsonAtomic(dataFile(cfg.dataDir, "join.json"), { node: nodeName, hub: hubAddr, certService } satisfies JoinRecord);
 
-  const store = await openStore<EdgeDb>(dataFile(cfg.dataDir, "edgecore.db"), edgeMigrations);
+  const registry = new PluginRegistry();
+  for (const path of cfg.mapper) {
+    const plugin = await registry.loadExternal(path);
+    log.info("mapper plugin loaded", { protocol: plugin.protocol, path });
+  }
+  const store = await openStore<EdgeDb>(dataFile(cfg.dataDir, "edgecore.db"), { ...edgeMigrations, ...deviceTwinMigrations });
   const metrics = new Metrics();
   const router = new Router(log.child("router"));
   const hub = new EdgeHub({
@@ -139,8 +147,16 @@ export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEd
   router.register(meta);
   if (cfg.runtime !== "process") throw new ConfigError(`--runtime: "${cfg.runtime}" is not available yet (process only; cri is issue 9)`);
   const runtime = new ProcessRuntime({ stateDir: join(cfg.dataDir, "runtime", "process"), log: log.child("runtime") });
-  router.register(new Edged({ nodeName, dataDir: cfg.dataDir, runtime, meta, log: log.child("edged"), metrics, nodeStatusIntervalMs: cfg.nodeStatusInterval * 1000 }));
+  const edged = new Edged({ nodeName, dataDir: cfg.dataDir, runtime, meta, log: log.child("edged"), metrics, nodeStatusIntervalMs: cfg.nodeStatusInterval * 1000 });
+  router.register(edged);
+  const twin = new DeviceTwin({ store, nodeName, log: log.child("twin") });
+  hub.on("connected", () => edged.reportAll()); // statuses lost while offline converge
+  router.register(twin);
+  const bus = new EventBus({ mqtt: cfg.mqtt, listen: cfg.mqttListen, metrics, log: log.child("eventbus") });
+  router.register(bus);
   await router.startAll();
+  const mappers = new MapperHost({ twin, meta, registry, log: log.child("mapper") });
+  mappers.start();
   const metaServerListen = parseListen(cfg.metaserverListen);
   const metaServer = new MetaServer(meta, log.child("metaserver"));
   const metaServerPort = await metaServer.start(metaServerListen);
@@ -164,9 +180,10 @@ export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEd
     hub,
     router,
     metrics,
-    endpoints: { metaserver: dialAddress(metaServerListen, metaServerPort), metrics: dialAddress(metricsListen, metricsPort) },
+    endpoints: { mqtt: bus.address, metaserver: dialAddress(metaServerListen, metaServerPort), metrics: dialAddress(metricsListen, metricsPort) },
     async stop() {
       clearInterval(rotation);
+      await mappers.stop();
       await metaServer.stop();
       await router.stopAll();
       await new Promise<void>((r) => metricsServer.close(() => r()));

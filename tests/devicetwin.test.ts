@@ -110,13 +110,14 @@ interface Edge {
   stop(): Promise<void>;
 }
 
-async function startEdge(opts: { db: string; mqtt: string; coalesceMs?: number }): Promise<Edge> {
+/** `direct`: the twin publishes straight into the EventBus instead of through the router. */
+async function startEdge(opts: { db: string; mqtt: string; coalesceMs?: number; direct?: boolean }): Promise<Edge> {
   const store = await openStore<any>(opts.db, { ...edgeMigrations, ...deviceTwinMigrations });
   const router = new Router(log);
   const upstream = new Collector<Message>();
   router.register({ name: "websocket", group: "hub", start() {}, stop() {}, handle: (m: Message) => upstream.push(m) });
-  const twin = new DeviceTwin({ store, nodeName: NODE, ...(opts.coalesceMs !== undefined ? { coalesceMs: opts.coalesceMs } : {}) });
   const bus = new EventBus({ mqtt: opts.mqtt, listen: "127.0.0.1:0" });
+  const twin = new DeviceTwin({ store, nodeName: NODE, ...(opts.coalesceMs !== undefined ? { coalesceMs: opts.coalesceMs } : {}), ...(opts.direct ? { publisher: bus } : {}) });
   router.register(twin);
   router.register(bus);
   await router.startAll();
@@ -217,7 +218,8 @@ for (const broker of brokers) {
 
     beforeAll(async () => {
       b = await broker.setup();
-      edge = await startEdge({ db: join(dir, "edgecore.db"), mqtt: b.mqtt });
+      // aedes: answers go through the router; mosquitto: straight into the EventBus.
+      edge = await startEdge({ db: join(dir, "edgecore.db"), mqtt: b.mqtt, direct: b.mqtt !== "internal" });
       a = await app(b.mqtt === "internal" ? `mqtt://${edge.bus.address}` : b.mqtt);
       cloud(edge.router, "insert", "default/devicemodel/thermo-model", MODEL);
       cloud(edge.router, "insert", "default/device/thermo-1", device("thermo-1", { setpoint: "21" }));
@@ -508,6 +510,36 @@ describe("device twin rules", () => {
     const rows = edge.store.raw.prepare("SELECT count(*) AS n FROM device_twin WHERE deviceid = ?").all(["default/thermo-1"]) as { n: number }[];
     expect(rows[0]!.n).toBe(0);
     expect(edge.twin.reportValue("default/thermo-1", "temperature", "1")).toMatchObject({ ok: false, code: 404 });
+  });
+
+  test("a model arriving after its Device types the twins; membership messages add and remove devices", async () => {
+    const { edge, a } = await fresh();
+    const lateDevice = device("late", { setpoint: "7" });
+    lateDevice.spec.deviceModelRef = { name: "late-model" };
+    cloud(edge.router, "insert", "default/device/late", lateDevice);
+    await sleep(50);
+    expect(edge.twin.getDevice("default/late")!.twins.setpoint!.metadata!.type).toBe("string");
+    cloud(edge.router, "insert", "default/devicemodel/late-model", { ...MODEL, metadata: { name: "late-model", namespace: "default" } });
+    await sleep(50);
+    const late = edge.twin.getDevice("default/late")!;
+    expect(late.twins.setpoint!.metadata!.type).toBe("int");
+    expect(late.twins.setpoint!.expected!.value).toBe("7");
+    expect(late.twins.setpoint!.expected_version).toEqual({ cloud: 1, edge: 0 });
+    // KubeEdge-style membership (content may be a JSON string).
+    const from = a.got.mark();
+    cloud(edge.router, "update", "membership", JSON.stringify({ added_devices: [{ id: "factory/press-1", name: "press-1", attributes: { vendor: { value: "acme", metadata: { type: "string" } } }, twin: { pressure: { expected: { value: "5" }, expected_version: { cloud: 3, edge: 0 }, metadata: { type: "int" }, optional: false } } }], removed_devices: [] }));
+    const added = await a.got.wait((g) => g.topic === `$hw/events/node/${NODE}/membership/updated` && g.payload.added_devices.length > 0, from);
+    expect(added.payload.added_devices[0].id).toBe("factory/press-1");
+    const p = edge.twin.getDevice("factory/press-1")!;
+    expect(p.attributes.vendor!.value).toBe("acme");
+    expect(p.twins.pressure!.expected!.value).toBe("5");
+    expect(p.twins.pressure!.expected_version).toEqual({ cloud: 3, edge: 0 });
+    await a.pub(`$hw/events/node/${NODE}/membership/get`, { event_id: "mm" });
+    const list = await a.got.wait((g) => g.topic === `$hw/events/node/${NODE}/membership/get/result` && g.payload.event_id === "mm", from);
+    expect(list.payload.devices.find((d: any) => d.id === "factory/press-1").attributes.vendor.value).toBe("acme");
+    cloud(edge.router, "update", "membership", { added_devices: [], removed_devices: [{ id: "factory/press-1" }] });
+    await a.got.wait((g) => g.topic === `$hw/events/node/${NODE}/membership/updated` && g.payload.removed_devices.length > 0, from);
+    expect(edge.twin.getDevice("factory/press-1")).toBeUndefined();
   });
 
   test("invalid Devices from the cloud are skipped; devices of other nodes are not held", async () => {

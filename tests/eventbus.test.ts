@@ -273,6 +273,20 @@ describe("EventBus with the embedded aedes broker", () => {
     }
   });
 
+  test("a burst of 5,000 requests is delivered in order without overflowing anything", async () => {
+    const a = await app(`mqtt://${b.bus.address}`, ["nothing/#"]);
+    try {
+      const before = b.twin.items.length;
+      for (let i = 0; i < 5000; i++) a.client.publish(`${D}/twin/update`, JSON.stringify({ event_id: `burst-${i}`, twin: { n: { actual: { value: String(i) } } } }));
+      await b.twin.wait((x) => (x.content as any)?.event_id === "burst-4999", 20_000);
+      const ids = b.twin.items.slice(before).map((x) => (x.content as any).event_id as string).filter((id) => id.startsWith("burst-"));
+      expect(ids.length).toBe(5000);
+      expect(ids.slice(0, 3)).toEqual(["burst-0", "burst-1", "burst-2"]);
+    } finally {
+      await a.client.endAsync();
+    }
+  });
+
   test("a busy port is reported as an error at start", async () => {
     const other = new EventBus({ listen: `127.0.0.1:${b.bus.port}` });
     const router = new Router(log);

@@ -64,8 +64,13 @@ export interface DeviceTwinOptions {
   coalesceMs?: number;
   /** Upstream module (default `websocket`, EdgeHub). */
   hubModule?: string;
-  /** MQTT module (default `eventbus`). */
+  /** MQTT module (default `eventbus`), reached through the router. */
   busModule?: string;
+  /**
+   * Publishes directly instead of through the router (e.g. the EventBus instance): no inbox in
+   * between, so a burst of updates never overflows the bus module's inbox.
+   */
+  publisher?: { publish(topic: string, payload: unknown): unknown };
   /** Used before start() and when no context logger is given. */
   log?: Logger;
 }
@@ -681,6 +686,10 @@ export class DeviceTwin implements Module {
 
   private publish(topic: string, payload: unknown): void {
     if (!this.ctx || this.stopped) return;
+    if (this.opts.publisher) {
+      void this.opts.publisher.publish(topic, payload);
+      return;
+    }
     this.ctx.router.send(this.busModule, newMessage({ source: "twin", group: "bus", operation: "publish", resource: topic }, payload));
   }
 

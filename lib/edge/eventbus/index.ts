@@ -63,8 +63,10 @@ export class EventBus implements Module {
   private boundPort = 0;
   private readonly extraTopics = new Set<string>();
   private readonly deliver = (packet: AedesPublishPacket, cb: () => void) => {
-    cb();
     this.onMessage(packet.topic, typeof packet.payload === "string" ? Buffer.from(packet.payload) : packet.payload);
+    // Done on the next turn: calling back synchronously lets the broker's emitter recurse into the
+    // next queued message, and a burst then overflows the stack.
+    setImmediate(cb);
   };
   private readonly counters;
 

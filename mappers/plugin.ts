@@ -42,8 +42,11 @@ export interface DeviceDriver<V> {
   readMany?(properties: PropertySpec<V>[]): Promise<Map<string, RawValue | Error>>;
   /** Needed for ReadWrite properties. */
   write?(property: PropertySpec<V>, value: RawValue): Promise<void>;
-  /** Optional push instead of polling; returns an unsubscribe function. */
-  subscribe?(property: PropertySpec<V>, onValue: (value: RawValue) => void): Promise<() => Promise<void>>;
+  /**
+   * Optional push instead of polling; returns an unsubscribe function, or null when this property
+   * is not pushed (the host polls it instead).
+   */
+  subscribe?(property: PropertySpec<V>, onValue: (value: RawValue) => void): Promise<(() => Promise<void>) | null>;
   health?(): Promise<DeviceHealth>;
   close(): Promise<void>;
 }

@@ -1,31 +1,63 @@
 /**
  * npm start: the demo on embedded defaults. Starts cloudcore (embedded API), joins one edgecore,
- * prints the kubectl line, and runs until Ctrl-C. State lives in ./.demo so a rerun resumes it.
+ * starts a simulated Modbus thermostat, applies it as a KubeEdge Device, and runs until Ctrl-C.
+ * State lives in ./.demo so a rerun resumes it.
  */
-import { existsSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { join, resolve } from "node:path";
-import { joinToken, startCloud, startEdge } from "./tests/helpers/daemons.ts";
+import { parseAllDocuments } from "yaml";
+import { KubeClient, Resources, isNotFound, type KubeObject } from "./lib/kube/client/index.ts";
+import { Daemon, ROOT, joinToken, startCloud, startEdge } from "./tests/helpers/daemons.ts";
 
 const base = resolve(".demo");
 const cloudDir = join(base, "cloudcore-data");
 const edgeDir = join(base, "edgecore-data");
+const freePort = () => new Promise<number>((r) => { const s = createServer().listen(0, "127.0.0.1", () => { const p = (s.address() as { port: number }).port; s.close(() => r(p)); }); });
+
 console.log("starting cloudcore ...");
 const cloud = await startCloud({ dataDir: cloudDir });
 const firstJoin = !existsSync(join(edgeDir, "join.json"));
-console.log("starting edgecore ...");
+console.log("starting edgecore (node demo-edge) ...");
 const edge = await startEdge({ node: "demo-edge", dataDir: edgeDir, ...(firstJoin ? { cloud: cloud.endpoints, token: await joinToken(cloudDir) } : {}) });
-await cloud.daemon.waitFor(/node connected/);
+const port = await freePort();
+console.log(`starting a simulated Modbus thermostat on 127.0.0.1:${port} ...`);
+const device = new Daemon(spawn(process.execPath, [join(ROOT, "tests/devices/modbus-device.ts"), "--tcp", `127.0.0.1:${port}`], { stdio: ["ignore", "pipe", "pipe"] }), "modbus-device");
+await device.waitFor(/modbus device listening/);
+
+// apply the thermostat's DeviceModel and Device through the API (kubectl is not needed for the demo)
+const kubeconfig = join(cloudDir, "kubeconfig");
+const client = KubeClient.fromKubeconfig(kubeconfig);
+const text = readFileSync(join(ROOT, "examples/thermostat.yaml"), "utf8").replace("nodeName: NODE", "nodeName: demo-edge").replace("port: PORT", `port: ${port}`);
+for (const doc of parseAllDocuments(text)) {
+  const obj = doc.toJS() as KubeObject & { metadata: { name: string; namespace: string } };
+  const res = obj.kind === "Device" ? Resources.devices : Resources.devicemodels;
+  try {
+    const cur = await client.get(res, obj.metadata.name, obj.metadata.namespace);
+    await client.update(res, { ...obj, metadata: { ...obj.metadata, resourceVersion: cur.metadata?.resourceVersion } });
+  } catch (e) {
+    if (!isNotFound(e)) throw e;
+    await client.create(res, obj);
+  }
+}
+client.close();
+
 console.log(`
-Outpost demo is running: cloudcore (hub ${cloud.endpoints.hub}) and edge node demo-edge.
-  metrics:  curl -s http://${cloud.endpoints.metrics}/metrics | grep outpost_
-${cloud.endpoints.api ? `  kubectl:  kubectl --kubeconfig ${join(cloudDir, "kubeconfig")} get nodes\n` : ""}Press Ctrl-C to stop.`);
+Outpost demo is running: cloudcore, edge node demo-edge, and a Modbus thermostat driven by the modbus mapper.
+  kubectl --kubeconfig ${kubeconfig} get nodes,devices,devicestatus
+  kubectl --kubeconfig ${kubeconfig} get devicestatus thermostat -o yaml     # live readings
+  kubectl --kubeconfig ${kubeconfig} patch device thermostat --type json -p '[{"op":"replace","path":"/spec/properties/1/desired/value","value":"23"}]'
+  MQTT (edge): ${edge.endpoints.mqtt}   topics $hw/events/device/default/thermostat/twin/#
+Press Ctrl-C to stop.`);
 const stop = async () => {
+  await device.stop();
   await edge.daemon.stop();
   await cloud.daemon.stop();
   process.exit(0);
 };
 process.on("SIGINT", stop);
 process.on("SIGTERM", stop);
-await Promise.race([cloud.daemon.exited, edge.daemon.exited]);
-console.error("a daemon exited; stopping the demo");
+await Promise.race([cloud.daemon.exited, edge.daemon.exited, device.exited]);
+console.error("a process of the demo exited; stopping");
 await stop();

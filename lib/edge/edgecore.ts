@@ -149,11 +149,16 @@ export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEd
   const runtime = new ProcessRuntime({ stateDir: join(cfg.dataDir, "runtime", "process"), log: log.child("runtime") });
   const edged = new Edged({ nodeName, dataDir: cfg.dataDir, runtime, meta, log: log.child("edged"), metrics, nodeStatusIntervalMs: cfg.nodeStatusInterval * 1000 });
   router.register(edged);
-  const twin = new DeviceTwin({ store, nodeName, log: log.child("twin") });
-  hub.on("connected", () => edged.reportAll()); // statuses lost while offline converge
-  router.register(twin);
   const bus = new EventBus({ mqtt: cfg.mqtt, listen: cfg.mqttListen, metrics, log: log.child("eventbus") });
+  // the twin publishes straight to the bus: a burst of mapper reports must not overflow a router inbox
+  const twin = new DeviceTwin({ store, nodeName, publisher: bus, log: log.child("twin") });
+  router.register(twin);
   router.register(bus);
+  hub.on("connected", () => {
+    // what changed while the link was down converges: pod statuses and twins go up again
+    edged.reportAll();
+    twin.resync();
+  });
   await router.startAll();
   const mappers = new MapperHost({ twin, meta, registry, log: log.child("mapper") });
   mappers.start();

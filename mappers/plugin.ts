@@ -63,3 +63,16 @@ export interface MapperPlugin<P = unknown, V = unknown> {
 export function defineMapper<P, V>(plugin: MapperPlugin<P, V>): MapperPlugin<P, V> {
   return plugin;
 }
+
+/**
+ * What the host hands a plugin module whose default export is a factory function. An external
+ * plugin should use this instead of importing valibot itself: a compiled edgecore cannot resolve
+ * packages for modules it loads from disk, and the plugin then needs no node_modules at all.
+ */
+export interface MapperSdk {
+  v: typeof import("valibot");
+  defineMapper: typeof defineMapper;
+}
+
+/** An external plugin module's default export: a plugin, or a factory that builds one from the SDK. */
+export type MapperModule = MapperPlugin | ((sdk: MapperSdk) => MapperPlugin | Promise<MapperPlugin>);

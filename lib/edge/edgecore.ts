@@ -99,6 +99,12 @@ export interface RunningEdge {
 }
 
 export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEdge> {
+  // plugins first: a bad --mapper stops the start before anything joins or listens
+  const registry = new PluginRegistry();
+  for (const path of cfg.mapper) {
+    const plugin = await registry.loadExternal(path);
+    log.info("mapper plugin loaded", { protocol: plugin.protocol, path });
+  }
   const stored = readJoinRecord(cfg.dataDir);
   const nodeName = cfg.nodeName ?? stored?.node ?? defaultNodeName();
   if (!NODE_NAME_RE.test(nodeName)) throw new ConfigError(`--node-name: "${nodeName}" is not a valid Kubernetes node name`);
@@ -116,11 +122,6 @@ export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEd
   }
   writeJsonAtomic(dataFile(cfg.dataDir, "join.json"), { node: nodeName, hub: hubAddr, certService } satisfies JoinRecord);
 
-  const registry = new PluginRegistry();
-  for (const path of cfg.mapper) {
-    const plugin = await registry.loadExternal(path);
-    log.info("mapper plugin loaded", { protocol: plugin.protocol, path });
-  }
   const store = await openStore<EdgeDb>(dataFile(cfg.dataDir, "edgecore.db"), { ...edgeMigrations, ...deviceTwinMigrations });
   const metrics = new Metrics();
   const router = new Router(log.child("router"));

@@ -5,7 +5,7 @@
 import * as v from "valibot";
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import type { MapperPlugin } from "../../../mappers/plugin.ts";
+import { defineMapper, type MapperPlugin, type MapperSdk } from "../../../mappers/plugin.ts";
 
 const builtIn: Record<string, () => Promise<{ default: MapperPlugin }>> = {
   modbus: () => import("../../../mappers/modbus/index.ts") as Promise<{ default: MapperPlugin }>,
@@ -25,7 +25,10 @@ export class PluginRegistry {
   private readonly external = new Map<string, MapperPlugin>();
   private readonly loaded = new Map<string, Promise<MapperPlugin>>();
 
-  /** Loads a plugin module (.ts or .js) and registers it under its protocol; external ones win over built-ins. */
+  /**
+   * Loads a plugin module (.ts or .js) and registers it under its protocol; external ones win over
+   * built-ins. A default export that is a function is called with the SDK (valibot, defineMapper).
+   */
   async loadExternal(path: string): Promise<MapperPlugin> {
     let mod: { default?: unknown };
     try {
@@ -33,12 +36,13 @@ export class PluginRegistry {
     } catch (e) {
       throw new Error(`--mapper ${path}: cannot load: ${(e as Error).message}`);
     }
-    const r = v.safeParse(PluginShape, mod.default);
+    const exported = typeof mod.default === "function" ? await (mod.default as (sdk: MapperSdk) => unknown)({ v, defineMapper }) : mod.default;
+    const r = v.safeParse(PluginShape, exported);
     if (!r.success) {
       const issue = r.issues[0]!;
       throw new Error(`--mapper ${path}: the default export is not a mapper plugin: ${v.getDotPath(issue) ?? "default"}: ${issue.message}`);
     }
-    const plugin = mod.default as MapperPlugin;
+    const plugin = exported as MapperPlugin;
     this.external.set(plugin.protocol, plugin);
     return plugin;
   }

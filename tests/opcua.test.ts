@@ -266,23 +266,27 @@ describe("opcua against a node-opcua server process", () => {
 });
 
 describe("opcua device power-off", () => {
-  test("reads fail and health says disconnected; a new driver works after power-on on the same port", async () => {
+  test("reads fail and health says disconnected; after power-on a new driver works and the old one recovers in place", async () => {
     const port = await freePort();
     const url = `opc.tcp://127.0.0.1:${port}/outpost`;
     let dev = device(port);
     await dev.waitFor(/opcua device listening/, STARTUP_MS);
     const drv = await open({ url, timeout: 1000 });
+    const other = await open({ url, timeout: 1000 });
+    const pushed: RawValue[] = [];
+    await drv.subscribe!(P.pushedTemperature, (x) => pushed.push(x));
     expect(await drv.read(P.label)).toBe("oven-1");
+    await eventually(() => pushed.length > 0, 3000, "first notification");
+
     await dev.stop("SIGKILL");
-    await expect(drv.read(P.label)).rejects.toThrow(/opc\.tcp:\/\/127\.0\.0\.1:\d+\/outpost/);
-    await eventually(async () => (await drv.health!()) === "disconnected", 5000, "health disconnected");
+    await expect(drv.read(P.label)).rejects.toThrow(/opc\.tcp:\/\/127\.0\.0\.1:\d+\/outpost: disconnected/);
+    await eventually(async () => (await drv.health!()) === "disconnected" && (await other.health!()) === "disconnected", 5000, "health disconnected");
 
     const t0 = Date.now();
-    await expect(open({ url, timeout: 1000 })).rejects.toThrow(/cannot connect/);
+    await expect(open({ url, timeout: 1000 })).rejects.toThrow(/cannot connect \(None\/None\)/);
     expect(Date.now() - t0).toBeLessThan(3 * 1000 + 1000);
-
     const t1 = Date.now();
-    await drv.close();
+    await other.close(); // while the server is gone
     expect(Date.now() - t1).toBeLessThan(3000);
 
     dev = device(port);
@@ -290,5 +294,11 @@ describe("opcua device power-off", () => {
     const again = await open({ url, timeout: 3000 });
     expect(await again.read(P.label)).toBe("oven-1");
     expect(await again.health!()).toBe("ok");
+
+    // node-opcua reconnects the old driver in place, with a new session and its monitored items
+    await eventually(async () => (await drv.health!()) === "ok", 15_000, "old driver reconnected");
+    expect(await drv.read(P.label)).toBe("oven-1");
+    const n = pushed.length;
+    await eventually(() => pushed.length >= n + 3, 5000, "notifications after reconnect");
   }, 2 * STARTUP_MS);
 });

@@ -31,7 +31,7 @@ beforeAll(async () => {
   if (!haveKubectl) return;
   cloud = await startCloud({ args: ["--node-grace-period", "3"] });
   running.push(cloud.daemon);
-  edge = await startEdge({ node: "edge-pods", cloud: cloud.endpoints, token: await joinToken(cloud.dataDir), args: ["--node-status-interval", "2"] });
+  edge = await startEdge({ node: "edge-pods", cloud: cloud.endpoints, token: await joinToken(cloud.dataDir), args: ["--node-status-interval", "2", "--restart-backoff-ms", "300"] });
   running.push(edge.daemon);
   await eventually(async () => (await kubectl("get", "node", "edge-pods", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}")) === "True", 15_000, "node Ready");
 });
@@ -118,6 +118,102 @@ spec:
   - { name: main, image: busybox, command: ["/no/such/binary"] }
 `);
     await eventually(async () => JSON.stringify((await podJson("missing-binary")).status?.containerStatuses ?? []).includes("/no/such/binary"), 10_000, "clear reason for a missing command");
+  });
+
+  test("a configmap update is seen by the container's next restart", async () => {
+    await apply(`
+apiVersion: v1
+kind: ConfigMap
+metadata: { name: rolling }
+data: { VERSION: "one" }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: restarter }
+spec:
+  nodeName: edge-pods
+  restartPolicy: Always
+  containers:
+  - name: main
+    image: busybox
+    command: ["sh", "-c", "echo $VERSION > $OUTPOST_MOUNT_OUT/restarter.txt; sleep 0.3"]
+    envFrom: [{ configMapRef: { name: rolling } }]
+    volumeMounts: [{ name: out, mountPath: /out }]
+  volumes:
+  - name: out
+    hostPath: { path: ${out}, type: Directory }
+`);
+    await eventually(() => existsSync(join(out, "restarter.txt")) && readFileSync(join(out, "restarter.txt"), "utf8").trim() === "one", 10_000, "first run saw 'one'");
+    await kubectl("patch", "configmap", "rolling", "-p", JSON.stringify({ data: { VERSION: "two" } }));
+    await eventually(() => readFileSync(join(out, "restarter.txt"), "utf8").trim() === "two", 15_000, "a restart saw 'two'");
+    await eventually(async () => (await podJson("restarter")).status?.containerStatuses?.[0]?.restartCount > 0, 5000, "restartCount in the API");
+    await kubectl("delete", "pod", "restarter", "--grace-period=0", "--force");
+  });
+
+  test("a pod the process runtime cannot run gets a clear reason; the edge runs on", async () => {
+    await apply(`
+apiVersion: v1
+kind: Pod
+metadata: { name: no-command }
+spec:
+  nodeName: edge-pods
+  restartPolicy: Never
+  containers:
+  - { name: main, image: busybox }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: bad-volume }
+spec:
+  nodeName: edge-pods
+  restartPolicy: Never
+  containers:
+  - { name: main, image: busybox, command: ["true"], volumeMounts: [{ name: data, mountPath: /data }] }
+  volumes:
+  - name: data
+    hostPath: { path: /nonexistent/outpost/path, type: Directory }
+`);
+    await eventually(async () => JSON.stringify((await podJson("no-command")).status ?? {}).match(/command/i), 10_000, "reason names the missing command");
+    await eventually(async () => JSON.stringify((await podJson("bad-volume")).status ?? {}).includes("/nonexistent/outpost/path"), 10_000, "reason names the bad volume");
+    expect(await pgrep("outpost-e2e-marker-web")).toBe(1); // the healthy pod is untouched
+  });
+
+  test("two edge nodes: each runs only its own pods and gets only the configmaps its pods use", async () => {
+    const edgeB = await startEdge({ node: "edge-pods-b", cloud: cloud.endpoints, token: await joinToken(cloud.dataDir), args: ["--node-status-interval", "2"] });
+    running.push(edgeB.daemon);
+    await apply(`
+apiVersion: v1
+kind: ConfigMap
+metadata: { name: only-b }
+data: { WHO: "b" }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: on-b }
+spec:
+  nodeName: edge-pods-b
+  containers:
+  - name: main
+    image: busybox
+    command: ["sh", "-c", "echo $WHO:$NODE > $OUTPOST_MOUNT_OUT/on-b.txt; sleep 600; echo done # outpost-e2e-marker-on-b"]
+    env:
+    - { name: WHO, valueFrom: { configMapKeyRef: { name: only-b, key: WHO } } }
+    - { name: NODE, valueFrom: { fieldRef: { fieldPath: spec.nodeName } } }
+    volumeMounts: [{ name: out, mountPath: /out }]
+  volumes:
+  - name: out
+    hostPath: { path: ${out}, type: Directory }
+`);
+    await eventually(() => existsSync(join(out, "on-b.txt")), 10_000, "pod ran on edge-pods-b");
+    expect(readFileSync(join(out, "on-b.txt"), "utf8").trim()).toBe("b:edge-pods-b");
+    const names = async (ep: string, what: string) => ((await (await fetch(`http://${ep}/api/v1/namespaces/default/${what}`)).json()) as { items: { metadata: { name: string } }[] }).items.map((i) => i.metadata.name);
+    expect(await names(edgeB.endpoints.metaserver!, "pods")).toEqual(["on-b"]);
+    expect(await names(edgeB.endpoints.metaserver!, "configmaps")).toEqual(["only-b"]);
+    expect(await names(edge.endpoints.metaserver!, "pods")).not.toContain("on-b");
+    expect(await names(edge.endpoints.metaserver!, "configmaps")).not.toContain("only-b");
+    expect(await names(edgeB.endpoints.metaserver!, "configmaps")).not.toContain("app-config");
+    await kubectl("delete", "pod", "on-b", "--timeout=30s");
+    await edgeB.daemon.stop();
   });
 
   test("kubectl delete waits until the edge has stopped the pod", async () => {

@@ -33,6 +33,7 @@ export const edgeOptions: OptionSpec[] = [
   { flag: "metrics-listen", type: "listen", default: "127.0.0.1:9092", help: "Prometheus /metrics address" },
   { flag: "runtime", type: "string", default: "process", help: "pod runtime: process or cri" },
   { flag: "node-status-interval", type: "int", default: 10, help: "seconds between node status reports" },
+  { flag: "restart-backoff-ms", type: "int", default: 10_000, help: "first container restart back-off; doubles up to 5 min, as the kubelet's" },
   { flag: "mapper", type: "list", default: [], help: "extra mapper plugin module to load" },
   { flag: "heartbeat", type: "int", default: 15, help: "seconds between keepalives to the cloud" },
   { flag: "ping-interval-ms", type: "int", default: 2000, help: "WebSocket ping period on the hub link" },
@@ -56,6 +57,7 @@ export interface EdgeConfig {
   runtime: string;
   mapper: string[];
   nodeStatusInterval: number;
+  restartBackoffMs: number;
   heartbeat: number;
   pingIntervalMs: number;
   pongTimeoutMs: number;
@@ -148,7 +150,7 @@ export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEd
   router.register(meta);
   if (cfg.runtime !== "process") throw new ConfigError(`--runtime: "${cfg.runtime}" is not available yet (process only; cri is issue 9)`);
   const runtime = new ProcessRuntime({ stateDir: join(cfg.dataDir, "runtime", "process"), log: log.child("runtime") });
-  const edged = new Edged({ nodeName, dataDir: cfg.dataDir, runtime, meta, log: log.child("edged"), metrics, nodeStatusIntervalMs: cfg.nodeStatusInterval * 1000 });
+  const edged = new Edged({ nodeName, dataDir: cfg.dataDir, runtime, meta, log: log.child("edged"), metrics, nodeStatusIntervalMs: cfg.nodeStatusInterval * 1000, restartBackoffBaseMs: cfg.restartBackoffMs });
   router.register(edged);
   const bus = new EventBus({ mqtt: cfg.mqtt, listen: cfg.mqttListen, metrics, log: log.child("eventbus") });
   // the twin publishes straight to the bus: a burst of mapper reports must not overflow a router inbox

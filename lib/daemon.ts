@@ -1,5 +1,6 @@
 /** What both daemons share: config loading with --help, logging, endpoints.json, signal handling. */
-import { writeFileSync, renameSync, mkdirSync } from "node:fs";
+import { mkdirSync } from "node:fs";
+import { writeFileAtomic } from "./files.ts";
 import { join } from "node:path";
 import { ConfigError, helpText, loadConfig, type OptionSpec, type Listen } from "./config.ts";
 import { createLogger, type Logger, type LogFormat, type LogLevel } from "./log.ts";
@@ -38,11 +39,9 @@ export function dialAddress(listen: Listen, port: number): string {
   return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
-/** Writes a JSON file atomically (temp file + rename), so readers never see half of it. */
+/** Writes a JSON file atomically, so readers never see half of it. */
 export function writeJsonAtomic(path: string, value: unknown): void {
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, JSON.stringify(value, null, 2) + "\n");
-  renameSync(tmp, path);
+  writeFileAtomic(path, JSON.stringify(value, null, 2) + "\n", 0o644);
 }
 
 export function ensureDir(dir: string): string {

@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { hostname, networkInterfaces } from "node:os";
 import { join } from "node:path";
-import { writeFileAtomic } from "./files.ts";
+import { writeFileAtomic } from "../files.ts";
 import { generateEcKey, importSec1Key, pemDecode, pemEncode } from "./keys.ts";
 import { ecdsaP256, x509 } from "./x509.ts";
 

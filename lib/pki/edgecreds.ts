@@ -9,7 +9,7 @@ import https from "node:https";
 import { join } from "node:path";
 import type { Logger } from "../log.ts";
 import { nodeCommonName, nodesOrganization } from "./ca.ts";
-import { writeFileAtomic } from "./files.ts";
+import { writeFileAtomic } from "../files.ts";
 import { generateEcKey, pemDecode, pemEncode, sec1PublicSpki } from "./keys.ts";
 import { splitToken } from "./token.ts";
 import { ecdsaP256, x509 } from "./x509.ts";

@@ -1,4 +1,4 @@
-/** Crash-safe file replacement for credentials: a reader sees the old file or the new one, never half of one. */
+/** Crash-safe file replacement (credentials, endpoints.json, join records): a reader sees the old file or the new one, never half of one. */
 import { closeSync, fchmodSync, fsyncSync, openSync, renameSync, writeFileSync } from "node:fs";
 
 export function writeFileAtomic(path: string, data: string | Uint8Array, mode: number): void {

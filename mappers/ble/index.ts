@@ -455,7 +455,6 @@ class BleDriver implements DeviceDriver<BleVisitor> {
 
   async subscribe(p: Prop, onValue: (value: RawValue) => void): Promise<(() => Promise<void>) | null> {
     if (!p.visitor.notify) return null; // not asked for: the host polls this property
-
     const ch = this.characteristic(p);
     if (!ch.properties.includes("notify") && !ch.properties.includes("indicate")) throw new Error(`property ${p.name}: characteristic ${ch.uuid} does not notify (${ch.properties.join(", ")})`);
     const onData = (data: Buffer, isNotification: boolean) => {

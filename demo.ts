@@ -5,16 +5,14 @@
  */
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import { parseAllDocuments } from "yaml";
 import { KubeClient, Resources, isNotFound, type KubeObject } from "./lib/kube/client/index.ts";
-import { Daemon, ROOT, joinToken, startCloud, startEdge } from "./tests/helpers/daemons.ts";
+import { Daemon, ROOT, freePort, joinToken, startCloud, startEdge } from "./tests/helpers/daemons.ts";
 
 const base = resolve(".demo");
 const cloudDir = join(base, "cloudcore-data");
 const edgeDir = join(base, "edgecore-data");
-const freePort = () => new Promise<number>((r) => { const s = createServer().listen(0, "127.0.0.1", () => { const p = (s.address() as { port: number }).port; s.close(() => r(p)); }); });
 
 console.log("starting cloudcore ...");
 const cloud = await startCloud({ dataDir: cloudDir });

@@ -5,10 +5,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawn } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { connect } from "mqtt";
-import { Daemon, ROOT, eventually, joinToken, requireTool, run, startCloud, startEdge, tmpDir, type Cloud, type Edge } from "./helpers/daemons.ts";
+import { Daemon, ROOT, eventually, freePort, joinToken, requireTool, run, startCloud, startEdge, tmpDir, type Cloud, type Edge } from "./helpers/daemons.ts";
 
 const haveKubectl = requireTool("/usr/bin/kubectl", "devices are managed with kubectl");
 const running: Daemon[] = [];
@@ -22,7 +21,6 @@ const kubectl = async (...args: string[]) => {
   if (r.code !== 0) throw new Error(`kubectl ${args.join(" ")} failed: ${r.stderr}`);
   return r.stdout;
 };
-const freePort = () => new Promise<number>((r) => { const s = createServer().listen(0, "127.0.0.1", () => { const p = (s.address() as { port: number }).port; s.close(() => r(p)); }); });
 type Twin = { propertyName: string; reported?: { value: string }; observedDesired?: { value: string } };
 const status = async () => {
   const r = await run("kubectl", ["--kubeconfig", join(cloud.dataDir, "kubeconfig"), "get", "devicestatus", "thermostat", "-o", "json"], { env: { HOME: home } });

@@ -8,7 +8,7 @@ import modbus, { planBatches, type ModbusVisitor } from "../mappers/modbus/index
 import type { PropertySpec, DeviceDriver } from "../mappers/plugin.ts";
 import { decodeWords, encodeWords } from "../mappers/modbus/codec.ts";
 import { quietLog } from "./helpers/hubs.ts";
-import { Daemon, ROOT, eventually, requireTool, tmpDir } from "./helpers/daemons.ts";
+import { Daemon, ROOT, eventually, freePort, requireTool, tmpDir } from "./helpers/daemons.ts";
 
 const procs: Daemon[] = [];
 afterAll(async () => {
@@ -19,16 +19,6 @@ function device(args: string[]): Daemon {
   const d = new Daemon(spawn(process.execPath, [join(ROOT, "tests/devices/modbus-device.ts"), ...args], { stdio: ["ignore", "pipe", "pipe"] }), "modbus-device");
   procs.push(d);
   return d;
-}
-
-async function freePort(): Promise<number> {
-  const net = await import("node:net");
-  return new Promise((r) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => r(p));
-    });
-  });
 }
 
 const prop = (name: string, visitor: Record<string, unknown>, type: PropertySpec<ModbusVisitor>["type"] = "int", accessMode: "ReadWrite" | "ReadOnly" = "ReadOnly"): PropertySpec<ModbusVisitor> => ({

@@ -4,6 +4,7 @@ import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { createServer } from "node:net";
 
 export const ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
 
@@ -172,5 +173,17 @@ export function run(cmd: string, args: string[], opts: { env?: Record<string, st
       resolve({ code, stdout, stderr });
     });
     p.stdin.end(opts.input ?? "");
+  });
+}
+
+/** A TCP port that was free a moment ago on 127.0.0.1 (for servers that must be told their port). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
   });
 }

@@ -158,6 +158,23 @@ export class DeviceRunner {
       void this.collect(group);
       this.timers.push(setInterval(() => void this.collect(group), ms));
     }
+    // pushed properties are never polled, so a dead link would go unnoticed: ask the driver instead
+    if (this.props.some((p) => p.pushed) && driver.health) {
+      let bad = 0;
+      this.timers.push(
+        setInterval(() => {
+          void driver.health!().then(
+            (h) => {
+              bad = h === "ok" ? 0 : bad + 1;
+              if (h === "ok" && this.props.every((p) => p.pushed)) this.setState("ok");
+              else if (h !== "ok") this.setState(h);
+              if (bad >= 3) this.reconnectOnFailure();
+            },
+            () => this.setState("disconnected"),
+          );
+        }, 1000),
+      );
+    }
     const reportEvery = Math.min(...this.props.map((p) => p.reportMs), DEFAULT_CYCLE_MS);
     this.timers.push(setInterval(() => this.report(), Math.max(50, Math.min(reportEvery, 1000) / 2)));
   }

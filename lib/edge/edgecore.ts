@@ -15,7 +15,7 @@ import { joinCloud, loadEdgeCredentials, renewIfDue } from "../pki/edgecreds.ts"
 import { edgeMigrations, type EdgeDb } from "./store.ts";
 import { MetaManager } from "./metamanager.ts";
 import { MetaServer } from "./metaserver.ts";
-import { Edged, ProcessRuntime } from "./edged/index.ts";
+import { CriRuntime, DEFAULT_CRI_ENDPOINT, Edged, ProcessRuntime, type Runtime } from "./edged/index.ts";
 import { DeviceTwin, deviceTwinMigrations } from "./devicetwin/index.ts";
 import { EventBus } from "./eventbus/index.ts";
 import { MapperHost, PluginRegistry } from "./mapperhost/index.ts";
@@ -32,6 +32,7 @@ export const edgeOptions: OptionSpec[] = [
   { flag: "metaserver-listen", type: "listen", default: "127.0.0.1:10550", help: "MetaServer (local list/watch API) address" },
   { flag: "metrics-listen", type: "listen", default: "127.0.0.1:9092", help: "Prometheus /metrics address" },
   { flag: "runtime", type: "string", default: "process", help: "pod runtime: process or cri" },
+  { flag: "cri-endpoint", type: "string", default: DEFAULT_CRI_ENDPOINT, help: "CRI socket of the container runtime (--runtime cri)" },
   { flag: "node-status-interval", type: "int", default: 10, help: "seconds between node status reports" },
   { flag: "restart-backoff-ms", type: "int", default: 10_000, help: "first container restart back-off; doubles up to 5 min, as the kubelet's" },
   { flag: "mapper", type: "list", default: [], help: "extra mapper plugin module to load" },
@@ -55,6 +56,7 @@ export interface EdgeConfig {
   metaserverListen: string;
   metricsListen: string;
   runtime: string;
+  criEndpoint: string;
   mapper: string[];
   nodeStatusInterval: number;
   restartBackoffMs: number;
@@ -148,8 +150,10 @@ export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEd
   router.register(hub);
   const meta = new MetaManager(store.db);
   router.register(meta);
-  if (cfg.runtime !== "process") throw new ConfigError(`--runtime: "${cfg.runtime}" is not available yet (process only; cri is issue 9)`);
-  const runtime = new ProcessRuntime({ stateDir: join(cfg.dataDir, "runtime", "process"), log: log.child("runtime") });
+  let runtime: Runtime;
+  if (cfg.runtime === "process") runtime = new ProcessRuntime({ stateDir: join(cfg.dataDir, "runtime", "process"), log: log.child("runtime") });
+  else if (cfg.runtime === "cri") runtime = new CriRuntime({ endpoint: cfg.criEndpoint, nodeName, log: log.child("runtime") });
+  else throw new ConfigError(`--runtime: "${cfg.runtime}" is not a runtime (process or cri)`);
   const edged = new Edged({ nodeName, dataDir: cfg.dataDir, runtime, meta, log: log.child("edged"), metrics, nodeStatusIntervalMs: cfg.nodeStatusInterval * 1000, restartBackoffBaseMs: cfg.restartBackoffMs });
   router.register(edged);
   const bus = new EventBus({ mqtt: cfg.mqtt, listen: cfg.mqttListen, metrics, log: log.child("eventbus") });

@@ -3,3 +3,7 @@ declare module "*.yaml" {
   const text: string;
   export default text;
 }
+declare module "*.proto" {
+  const text: string;
+  export default text;
+}

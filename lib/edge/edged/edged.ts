@@ -121,6 +121,9 @@ export class Edged implements Module {
       this.podChanged(id, obj);
     }
     this.removeOrphanDirs(keep);
+    // A runtime whose containers outlive edgecore: what belongs to pods no longer stored goes.
+    if (this.opts.runtime.removeOrphans)
+      await this.opts.runtime.removeOrphans(keep).catch((e) => this.log.error("removing leftovers of deleted pods failed", { err: String(e) }));
     this.log.info("edged started", { node: this.opts.nodeName, pods: this.workers.size, runtime: this.opts.runtime.name, nodeIP: this.nodeIP });
     this.sendNodeStatus();
     this.nodeTimer = setInterval(() => this.sendNodeStatus(), this.opts.nodeStatusIntervalMs ?? 10_000);
@@ -133,7 +136,9 @@ export class Edged implements Module {
     this.flush();
     this.stopping = true;
     const grace = this.opts.shutdownGraceMs ?? 3_000;
-    await Promise.all([...this.workers.values()].map((w) => w.terminate(Math.min(w.graceMs(), grace), false)));
+    // cri: containers outlive edgecore, as with the kubelet; the next start adopts them.
+    if (this.opts.runtime.keepsContainers) await Promise.all([...this.workers.values()].map((w) => w.detach()));
+    else await Promise.all([...this.workers.values()].map((w) => w.terminate(Math.min(w.graceMs(), grace), false)));
     clearTimeout(this.flushTimer);
     this.workers.clear();
     await this.opts.runtime.close();
@@ -321,6 +326,8 @@ export class Edged implements Module {
       runtimeName: this.opts.runtime.name,
       runtimeVersion: this.opts.runtime.version,
       readySince: this.readySince,
+      ...(this.opts.runtime.runtimeVersion ? { containerRuntimeVersion: this.opts.runtime.runtimeVersion() } : {}),
+      ...(this.opts.runtime.images ? { images: this.opts.runtime.images() } : {}),
     });
     this.sendUp(newMessage({ source: "edged", group: "resource", operation: "update", resource: `null/nodestatus/${node}` }, { metadata: { name: node, labels: nodeLabels() }, status }));
   }

@@ -37,6 +37,10 @@ export interface NodeStatusInput {
   runtimeVersion: string;
   /** When the Ready condition last changed (edged start). */
   readySince: number;
+  /** Overrides `<runtimeName>://<runtimeVersion>` (cri: what the runtime says, e.g. `containerd://1.6.20`). */
+  containerRuntimeVersion?: string;
+  /** Images on the node (cri), reported as status.images. */
+  images?: { names: string[]; sizeBytes: number }[];
 }
 
 const ts = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
@@ -65,7 +69,7 @@ export function nodeStatus(input: NodeStatusInput): Record<string, unknown> {
       bootID: readTrim("/proc/sys/kernel/random/boot_id"),
       kernelVersion: release(),
       osImage: osImage(),
-      containerRuntimeVersion: `${input.runtimeName}://${input.runtimeVersion}`,
+      containerRuntimeVersion: input.containerRuntimeVersion ?? `${input.runtimeName}://${input.runtimeVersion}`,
       kubeletVersion: KUBELET_VERSION,
       kubeProxyVersion: "",
       operatingSystem: platform(),
@@ -86,6 +90,7 @@ export function nodeStatus(input: NodeStatusInput): Record<string, unknown> {
       },
     ],
     daemonEndpoints: { kubeletEndpoint: { Port: 0 } },
+    ...(input.images ? { images: input.images } : {}),
   };
 }
 

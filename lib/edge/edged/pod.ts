@@ -62,6 +62,8 @@ export const ContainerSchema = v.looseObject({
   env: v.nullish(v.array(EnvVarSchema)),
   envFrom: v.nullish(v.array(EnvFromSchema)),
   volumeMounts: v.nullish(v.array(VolumeMountSchema)),
+  imagePullPolicy: v.nullish(v.picklist(["Always", "IfNotPresent", "Never"], "imagePullPolicy must be Always, IfNotPresent or Never")),
+  resources: v.nullish(v.looseObject({ limits: v.nullish(v.record(v.string(), v.union([v.string(), v.number()]))) })),
 });
 
 const DownwardItem = v.looseObject({ path: safeRel, fieldRef: v.nullish(FieldRef), mode });

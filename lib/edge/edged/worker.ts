@@ -15,9 +15,9 @@ import { isAbsolute, join } from "node:path";
 import type { Logger } from "../../log.ts";
 import { ConfigError, expandVars, resolveEnv, type ObjectGetter, type PodEnvContext } from "./env.ts";
 import { validatePod, type Container, type Pod, type PodIdentity } from "./pod.ts";
-import { StartError, type ContainerStatus, type Runtime } from "./runtime.ts";
+import { StartError, WaitingError, type ContainerStatus, type Runtime } from "./runtime.ts";
 import { ConditionClock, podPhase, rfc3339, type ContainerState, type RestartPolicy, type Terminated, type V1ContainerStatus, type V1PodStatus } from "./status.ts";
-import { containerMounts, materializeVolumes, VolumeError } from "./volumes.ts";
+import { containerMounts, materializeVolumes, mountEnvName, VolumeError } from "./volumes.ts";
 
 export interface WorkerHost {
   nodeName: string;
@@ -170,10 +170,25 @@ export class PodWorker {
       );
       // A container waiting out its back-off shows its last termination.
       for (const c of this.containers.values()) if ("waiting" in c.state && c.lastState) c.state = { terminated: c.lastState };
+      // The pod is finished with (not a shutdown): pod-level resources go (cri: the sandbox).
+      if (persist && this.host.runtime.removePod)
+        await this.host.runtime.removePod(this.uid).catch((e) => this.host.log.error("removing the pod from the runtime failed", { pod: this.key, err: String(e) }));
       this.stopped = true;
       this.persist();
       this.host.changed(this);
     });
+  }
+
+  /**
+   * edgecore shutdown with a runtime whose containers outlive it (cri): nothing is stopped, nothing
+   * more happens; the next edgecore adopts the containers. Resolves once the current step is done.
+   */
+  detach(): Promise<void> {
+    this.terminating = true;
+    this.persistEnabled = false;
+    clearTimeout(this.retryTimer);
+    for (const c of this.containers.values()) clearTimeout(c.timer);
+    return this.enqueue(() => {});
   }
 
   /** The pod's current v1.PodStatus. */
@@ -346,6 +361,7 @@ export class PodWorker {
       }
       if (c.timer) continue;
       if ("terminated" in c.state) continue;
+      if (c.starts === 0 && this.host.runtime.adopt && (await this.adopt(c))) continue;
       await this.start(c);
     }
     this.persist();
@@ -355,24 +371,58 @@ export class PodWorker {
   private async start(c: CRec): Promise<void> {
     const pod = this.pod!;
     const rt = this.host.runtime;
+    // A runtime with its own filesystem (cri) gets the container's view: its image's PATH, mount
+    // variables naming the mount paths inside, the image's working directory by default.
+    const isolated = rt.isolated === true;
     let env: Record<string, string>;
-    let argv: string[];
+    let command: string[];
+    let args: string[];
     let mounts: ReturnType<typeof containerMounts>;
     try {
       const own = await resolveEnv(c.spec, this.envContext());
       mounts = containerMounts(this.podDir, c.spec, this.volumes ?? new Map(), own);
+      const mountEnv = isolated ? { OUTPOST_ROOTFS: "/", ...Object.fromEntries((c.spec.volumeMounts ?? []).map((m) => [mountEnvName(m.name), m.mountPath])) } : mounts.env;
       env = {
-        PATH: process.env.PATH ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ...(isolated ? {} : { PATH: process.env.PATH ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" }),
         HOSTNAME: pod.metadata.name,
-        ...mounts.env,
+        ...mountEnv,
         ...own,
       };
       const lookup = (n: string) => env[n];
-      argv = [...(c.spec.command ?? []), ...(c.spec.args ?? [])].map((a) => expandVars(a, lookup));
+      command = (c.spec.command ?? []).map((a) => expandVars(a, lookup));
+      args = (c.spec.args ?? []).map((a) => expandVars(a, lookup));
     } catch (e) {
       if (!(e instanceof ConfigError || e instanceof VolumeError)) throw e;
       c.state = { waiting: { reason: "CreateContainerConfigError", message: e.message } };
       this.host.log.warn("container config error, will retry", { pod: this.key, container: c.name, err: e.message });
+      this.scheduleRetry();
+      return;
+    }
+    let id: string;
+    try {
+      id = await rt.createContainer({
+        podUid: this.uid,
+        podName: pod.metadata.name,
+        podNamespace: pod.metadata.namespace,
+        name: c.name,
+        image: c.spec.image ?? "",
+        argv: [...command, ...args],
+        command: c.spec.command ? command : undefined,
+        args: c.spec.args ? args : undefined,
+        env,
+        // process: a relative workingDir is taken inside the container's rootfs farm.
+        workingDir: isolated ? (c.spec.workingDir ?? "") : c.spec.workingDir ? (isAbsolute(c.spec.workingDir) ? c.spec.workingDir : join(mounts.rootfs, c.spec.workingDir)) : mounts.rootfs,
+        logPath: join(this.podDir, "logs", `${c.name}.log`),
+        mounts: mounts.mounts,
+        ...(c.spec.imagePullPolicy ? { imagePullPolicy: c.spec.imagePullPolicy } : {}),
+        ...(c.spec.resources?.limits ? { limits: c.spec.resources.limits } : {}),
+        specHash: c.hash,
+      });
+    } catch (e) {
+      if (!(e instanceof WaitingError)) throw e;
+      // Not created (image missing, runtime refused): wait and retry, as kubelet's ErrImagePull etc.
+      c.state = { waiting: { reason: e.reason, message: e.message } };
+      this.host.log.warn("container cannot be created, will retry", { pod: this.key, container: c.name, reason: e.reason, err: e.message });
       this.scheduleRetry();
       return;
     }
@@ -383,19 +433,6 @@ export class PodWorker {
       this.host.counted("restart");
     }
     c.starts++;
-    const id = await rt.createContainer({
-      podUid: this.uid,
-      podName: pod.metadata.name,
-      podNamespace: pod.metadata.namespace,
-      name: c.name,
-      image: c.spec.image ?? "",
-      argv,
-      env,
-      // A relative workingDir is taken inside the container's rootfs farm.
-      workingDir: c.spec.workingDir ? (isAbsolute(c.spec.workingDir) ? c.spec.workingDir : join(mounts.rootfs, c.spec.workingDir)) : mounts.rootfs,
-      logPath: join(this.podDir, "logs", `${c.name}.log`),
-      mounts: mounts.mounts,
-    });
     c.runId = id;
     try {
       await rt.startContainer(id);
@@ -411,6 +448,31 @@ export class PodWorker {
     this.host.counted("start");
     this.host.log.info("container started", { pod: this.key, container: c.name, id: st.containerID });
     void rt.wait(id).then((fin) => this.enqueue(() => this.onExit(c, id, fin)));
+  }
+
+  /** Takes over the container a previous edgecore left in the runtime, if any (cri). */
+  private async adopt(c: CRec): Promise<boolean> {
+    const rt = this.host.runtime;
+    let id: string | null = null;
+    try {
+      id = await rt.adopt!(this.uid, c.name, c.hash);
+    } catch (e) {
+      this.host.log.warn("cannot adopt a leftover container", { pod: this.key, container: c.name, err: String(e) });
+    }
+    const st = id ? rt.status(id) : null;
+    if (!id || !st) return false;
+    c.runId = id;
+    c.starts++;
+    c.containerID = st.containerID;
+    if (st.state === "exited") {
+      // It ended while edgecore was away: its exit counts, the restart policy applies.
+      this.onExit(c, id, st);
+      return true;
+    }
+    c.state = { running: { startedAt: rfc3339(st.startedAt ?? Date.now()) } };
+    this.host.log.info("container adopted", { pod: this.key, container: c.name, id: st.containerID });
+    void rt.wait(id).then((fin) => this.enqueue(() => this.onExit(c, id, fin)));
+    return true;
   }
 
   /** Turns a runtime exit into a terminated state; returns it, or null when `id` is not current. */

@@ -5,7 +5,7 @@
  * image built locally (tests/helpers/oci.ts) and imported with `ctr`.
  */
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Daemon, eventually, run, tmpDir } from "./daemons.ts";
 import { buildBusyboxImageTar } from "./oci.ts";
@@ -65,6 +65,33 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 `;
 }
 
+/** SIGKILLs the shims of this containerd and everything under them (a safety net after a failed test). */
+function killShims(socket: string): void {
+  const procs: { pid: number; ppid: number; cmd: string }[] = [];
+  for (const n of readdirSync("/proc")) {
+    if (!/^\d+$/.test(n)) continue;
+    try {
+      const stat = readFileSync(`/proc/${n}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      procs.push({ pid: Number(n), ppid, cmd: readFileSync(`/proc/${n}/cmdline`, "utf8").replaceAll("\0", " ") });
+    } catch {
+      /* gone */
+    }
+  }
+  const doomed = new Set(procs.filter((p) => p.cmd.startsWith("/usr/bin/containerd-shim") && p.cmd.includes(`-address ${socket} `)).map((p) => p.pid));
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const p of procs) if (doomed.has(p.ppid) && !doomed.has(p.pid)) (doomed.add(p.pid), (grew = true));
+  }
+  for (const pid of doomed) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      /* gone */
+    }
+  }
+}
+
 /** Whether this machine can run the CRI tests: root, containerd, runc, ctr and busybox-static. */
 export function containerdMissing(): string | null {
   if (process.getuid?.() !== 0) return "not root";
@@ -106,6 +133,7 @@ export async function startContainerd(): Promise<Containerd> {
       await Bun.sleep(300);
       for (const id of tasks.stdout.split("\n").filter(Boolean)) await ctr("tasks", "delete", "-f", id);
       await daemon.stop("SIGTERM");
+      killShims(socket);
       const mounts = readFileSync("/proc/self/mounts", "utf8")
         .split("\n")
         .map((l) => l.split(" ")[1] ?? "")

@@ -109,10 +109,14 @@ export class CriRuntime implements Runtime {
   private polling = false;
   private lastSlowPoll = 0;
   private closed = false;
+  /** Resolved once recover() has taken the inventory: nothing is created or adopted before. */
+  private readonly ready: Promise<void>;
+  private markReady!: () => void;
 
   constructor(private readonly opts: CriRuntimeOptions) {
     this.cri = new CriClient(opts.endpoint ?? DEFAULT_CRI_ENDPOINT);
     this.log = opts.log;
+    this.ready = new Promise((r) => (this.markReady = r));
   }
 
   get version(): string {
@@ -193,10 +197,12 @@ export class CriRuntime implements Runtime {
     this.log?.info("runtime inventory", { sandboxes: sandboxes.length, containers: containers.length, running: containers.filter((c) => c.state === "CONTAINER_RUNNING").length });
     await this.refreshImages();
     this.startPolling();
+    this.markReady();
     return 0;
   }
 
   async adopt(podUid: string, container: string, specHash: string): Promise<string | null> {
+    await this.ready;
     const left = this.leftovers.get(podUid);
     if (!left) return null;
     const mine = left.containers.filter((c) => (c.labels[LABELS.container] ?? c.metadata.name) === container);
@@ -206,7 +212,10 @@ export class CriRuntime implements Runtime {
       mine.find((c) => c.labels[LABELS.hash] === specHash && c.state === "CONTAINER_RUNNING") ??
       mine.find((c) => c.labels[LABELS.hash] === specHash && c.state === "CONTAINER_EXITED");
     for (const c of mine) if (c !== pick) void this.discard(c.id);
-    if (!pick) return null;
+    if (!pick) {
+      if (mine.length) this.log?.info("leftover containers do not match the pod's spec, starting afresh", { pod: podUid, container, found: mine.length });
+      return null;
+    }
     let st: ContainerStatusMsg;
     try {
       st = await this.cri.containerStatus(pick.id);
@@ -234,7 +243,9 @@ export class CriRuntime implements Runtime {
 
   // ---- containers ----------------------------------------------------------------------
 
+  /** Call recover() first (Edged does): creation waits for the inventory. */
   async createContainer(cfg: ContainerConfig): Promise<string> {
+    await this.ready;
     this.startPolling();
     const imageRef = await this.ensureImage(cfg.image, cfg.imagePullPolicy);
     const logDir = dirname(cfg.logPath);

@@ -1,7 +1,7 @@
 /** The opcua mapper's driver against a real node-opcua server process (tests/devices/opcua-device.ts). */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawn } from "node:child_process";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import * as v from "valibot";
 import opcua, { type OpcuaVisitor } from "../mappers/opcua/index.ts";
@@ -13,13 +13,20 @@ import { Daemon, ROOT, eventually, tmpDir } from "./helpers/daemons.ts";
 const STARTUP_MS = 60_000;
 const procs: Daemon[] = [];
 const drivers: DeviceDriver<OpcuaVisitor>[] = [];
+const dirs: string[] = [];
+const scratch = (prefix: string) => {
+  const d = tmpDir(prefix);
+  dirs.push(d);
+  return d;
+};
 afterAll(async () => {
   await Promise.all(drivers.map((d) => d.close().catch(() => {})));
   await Promise.all(procs.map((p) => p.stop("SIGKILL")));
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
 /** One PKI store for every device process: a restarted server keeps its certificate. */
-const devicePki = tmpDir("opcua-device-pki");
+const devicePki = scratch("opcua-device-pki");
 
 function device(port: number, extra: string[] = []): Daemon {
   const d = new Daemon(
@@ -72,7 +79,7 @@ async function open(protocol: Record<string, unknown>, properties: Prop[] = allP
   return drv;
 }
 
-const clientPki = tmpDir("opcua-client-pki");
+const clientPki = scratch("opcua-client-pki");
 
 describe("opcua config schemas", () => {
   const path = (schema: typeof opcua.protocolSchema | typeof opcua.visitorSchema, input: unknown) => {
@@ -107,6 +114,23 @@ describe("opcua config schemas", () => {
     expect(path(opcua.visitorSchema, { nodeID: "ns=2;i=2", subscribe: "yes" }).path).toBe("subscribe");
     expect(path(opcua.visitorSchema, { nodeID: "ns=2;i=2", samplingInterval: -5 }).path).toBe("samplingInterval");
     expect(v.parse(opcua.visitorSchema, { nodeID: "ns=2;i=2" })).toEqual({ nodeID: "ns=2;i=2", subscribe: false, samplingInterval: 1000 });
+  });
+});
+
+describe("opcua plugin module", () => {
+  test("importing the plugin does not load node-opcua; opening a device does", async () => {
+    const script = `
+      const loaded = () => Object.keys(require.cache).some((k) => k.includes("/node_modules/node-opcua"));
+      const { default: plugin } = await import(${JSON.stringify(join(ROOT, "mappers/opcua/index.ts"))});
+      const before = loaded();
+      const err = await plugin.open({ id: "d/x", protocol: { url: "opc.tcp://127.0.0.1:1/x", securityMode: "None", securityPolicy: "None", timeout: 200, acceptUnknownServerCertificate: false, pkiDir: ${JSON.stringify(scratch("opcua-lazy-pki"))} }, properties: [] },
+        { log: { debug() {}, info() {}, warn() {}, error() {}, child() { return this; } }, signal: new AbortController().signal }).then(() => "opened", (e) => e.message);
+      console.log(JSON.stringify({ before, after: loaded(), err }));
+      process.exit(0);`;
+    const child = new Daemon(spawn(process.execPath, ["-e", script], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] }), "lazy-load");
+    procs.push(child);
+    const line = await child.waitFor(/^\{"before"/, 30_000);
+    expect(JSON.parse(line)).toEqual({ before: false, after: true, err: expect.stringMatching(/cannot connect/) });
   });
 });
 
@@ -230,7 +254,7 @@ describe("opcua against a node-opcua server process", () => {
   });
 
   test("Sign / Basic256Sha256: an unknown server certificate is refused, then trusted on first use", async () => {
-    const pkiDir = tmpDir("opcua-client-pki-sign");
+    const pkiDir = scratch("opcua-client-pki-sign");
     const secure = { url, securityMode: "Sign", securityPolicy: "Basic256Sha256", pkiDir };
     const refused = await open(secure).then(
       () => null,

@@ -99,6 +99,8 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, t]).finally(() => clearTimeout(timer));
 }
 
+const oneLine = (e: unknown) => (e instanceof Error ? e.message : String(e)).replace(/\s*\n\s*/g, " ").slice(0, 400);
+
 const statusText = (sc: StatusCode) => `${sc.name} (0x${sc.value.toString(16).padStart(8, "0")})`;
 
 class OpcuaDriver implements DeviceDriver<OpcuaVisitor> {
@@ -365,7 +367,7 @@ async function connect(ua: UA, device: DeviceSpec<OpcuaProtocol, OpcuaVisitor>, 
   ctx.signal.addEventListener("abort", onAbort, { once: true });
   try {
     await withTimeout(client.connect(p.url), p.timeout * 3, `opcua ${p.url}: connect`).catch((e: unknown) => {
-      const msg = (e as Error).message.split("\n")[0]!;
+      const msg = oneLine(e);
       const hint = /BadCertificateUntrusted/.test(msg)
         ? `; the server certificate was filed under ${join(cm.rootDir, "rejected")}: move it to ${join(cm.rootDir, "trusted", "certs")} or set acceptUnknownServerCertificate`
         : "";
@@ -375,7 +377,7 @@ async function connect(ua: UA, device: DeviceSpec<OpcuaProtocol, OpcuaVisitor>, 
       p.userName !== undefined ? { type: ua.UserTokenType.UserName, userName: p.userName, password: p.password ?? "" } : { type: ua.UserTokenType.Anonymous };
     session = await withTimeout(client.createSession(identity), p.timeout * 2, `opcua ${p.url}: create session`).catch((e: unknown) => {
       const who = p.userName !== undefined ? `user "${p.userName}"` : "anonymous";
-      throw new Error(`opcua ${p.url}: session for ${who} refused: ${(e as Error).message.split("\n")[0]}`);
+      throw new Error(`opcua ${p.url}: session for ${who} refused: ${oneLine(e)}`);
     });
     if (ctx.signal.aborted) throw new Error(`opcua ${p.url}: closed while connecting`);
   } catch (e) {

@@ -37,6 +37,8 @@ const server = new OPCUAServer({
   allowAnonymous: !args.includes("--no-anonymous"),
   userManager: { isValidUser: (u: string, p: string) => user !== undefined && u === user && p === password },
   disableDiscovery: true,
+  maxConnectionsPerEndpoint: 200,
+  serverCapabilities: { maxSessions: 200 },
 });
 
 await server.initialize();

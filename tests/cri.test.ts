@@ -9,7 +9,7 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { CriClient, CriRuntime, CRI_LABELS, parseCriLog } from "../lib/edge/edged/index.ts";
 import { BUSYBOX_IMAGE, startContainerd, type Containerd } from "./helpers/containerd.ts";
-import { eventually, joinToken, requireTool, run, startCloud, startEdge, tmpDir, type Cloud, type Daemon, type Edge } from "./helpers/daemons.ts";
+import { ROOT, eventually, joinToken, requireTool, run, startCloud, startEdge, tmpDir, type Cloud, type Daemon, type Edge } from "./helpers/daemons.ts";
 
 function isRoot(): boolean {
   if (process.getuid?.() === 0) return true;
@@ -211,6 +211,20 @@ ${pod("never-pull", `  restartPolicy: Never\n  containers:\n  - { name: main, im
     // it is still managed: delete stops it
     await kubectl("delete", "pod", "keeper", "--timeout=30s");
     await eventually(async () => (await containersOf("keeper")).length === 0, 10_000, "keeper's container removed");
+  });
+
+  const haveBinary = existsSync(join(ROOT, "dist", "edgecore"));
+  if (!haveBinary && process.env.CI === "true") throw new Error("dist/edgecore is required in CI (npm run build runs before npm test)");
+  test.skipIf(!haveBinary)("the compiled edgecore (api.proto inlined) runs a pod in a container", async () => {
+    const bin = await startEdge({ node: "edge-cri-bin", cloud: cloud.endpoints, token: await joinToken(cloud.dataDir), flavour: "binary", args: edgeArgs(containerd.endpoint) });
+    running.push(bin.daemon);
+    await apply(`${pod("from-binary", `  containers:\n  - { name: main, image: ${BUSYBOX_IMAGE}, command: ["sh", "-c", "echo $WHO > /out/bin.txt; exec sleep 600"], env: [{ name: WHO, value: compiled }], volumeMounts: [{ name: out, mountPath: /out }] }\n  volumes:\n  - { name: out, hostPath: { path: ${out} } }`).replace(`nodeName: ${NODE}`, "nodeName: edge-cri-bin")}`);
+    await eventually(async () => (await podJson("from-binary")).status?.phase === "Running", 20_000, "pod Running on the compiled edgecore");
+    expect((await podJson("from-binary")).status.containerStatuses[0].containerID).toMatch(/^containerd:\/\//);
+    await eventually(() => existsSync(join(out, "bin.txt")) && readFileSync(join(out, "bin.txt"), "utf8").trim() === "compiled", 10_000, "the container wrote its file");
+    await kubectl("delete", "pod", "from-binary", "--timeout=30s");
+    await eventually(async () => (await cri.listContainers({ [CRI_LABELS.podName]: "from-binary" })).length === 0, 10_000, "container removed");
+    await bin.daemon.stop("SIGTERM");
   });
 
   test("at start, sandboxes and containers of pods that are no longer stored are removed", async () => {

@@ -278,6 +278,14 @@ describe("opcua against a node-opcua server process", () => {
     expect(await encrypted.read(P.running)).toBeBoolean();
   });
 
+  test("devices opened at the same time share a fresh PKI folder", async () => {
+    const pkiDir = scratch("opcua-client-pki-shared");
+    const opened = await Promise.all([0, 1, 2, 3].map(() => open({ url, pkiDir })));
+    expect(await Promise.all(opened.map((d) => d.read(P.label)))).toEqual(["oven-1", "oven-1", "oven-1", "oven-1"]);
+    expect(readdirSync(join(pkiDir, "own/certs")).filter((f) => f.endsWith(".pem"))).toHaveLength(1);
+    await Promise.all(opened.map((d) => d.close()));
+  });
+
   test("close is bounded and the driver refuses work afterwards", async () => {
     const drv = await open({ url }, [P.pushedTemperature]);
     await drv.subscribe!(P.pushedTemperature, () => {});

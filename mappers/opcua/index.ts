@@ -101,6 +101,9 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 
 const oneLine = (e: unknown) => (e instanceof Error ? e.message : String(e)).replace(/\s*\n\s*/g, " ").slice(0, 400);
 
+/** node-opcua's ways of saying the channel or session went away under a request. */
+const CONNECTION_LOST = /BadConnectionClosed|BadSecureChannel(Closed|IdInvalid)|BadCommunicationError|BadSession(Closed|IdInvalid)|BadNotConnected|Invalid Channel|ECONNRESET|EPIPE/;
+
 const statusText = (sc: StatusCode) => `${sc.name} (0x${sc.value.toString(16).padStart(8, "0")})`;
 
 class OpcuaDriver implements DeviceDriver<OpcuaVisitor> {
@@ -156,9 +159,17 @@ class OpcuaDriver implements DeviceDriver<OpcuaVisitor> {
     if (!this.sessionAlive) throw new Error(`opcua ${this.url}: session lost`);
   }
 
-  private op<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  /** One service call: refused at once while disconnected, bounded by `timeout`, errors name the endpoint. */
+  private async op<T>(what: string, fn: () => Promise<T>): Promise<T> {
     this.usable();
-    return withTimeout(fn(), this.device.protocol.timeout, `opcua ${this.url}: ${what}`);
+    try {
+      return await withTimeout(fn(), this.device.protocol.timeout, `opcua ${this.url}: ${what}`);
+    } catch (e) {
+      const msg = oneLine(e);
+      if (msg.startsWith(`opcua ${this.url}:`)) throw e;
+      const lost = CONNECTION_LOST.test(msg) || !this.connected || this.client.isReconnecting;
+      throw new Error(`opcua ${this.url}: ${lost ? "disconnected: " : ""}${what} failed: ${msg}`);
+    }
   }
 
   private nodeId(p: Prop) {

@@ -51,6 +51,9 @@ const DEVICE_CHECKS: Record<string, Check> = {
   [TwinAction.stateUpdate]: { resultAction: TwinAction.stateUpdateResult, schema: StateUpdateSchema },
 };
 
+/** MQTT messages waiting for the twin; past this a burst is shed (counted and logged). */
+const INBOUND_LIMIT = 100_000;
+
 export class EventBus implements Module {
   readonly name = "eventbus";
   readonly group = "bus";
@@ -62,11 +65,33 @@ export class EventBus implements Module {
   private client?: MqttClient;
   private boundPort = 0;
   private readonly extraTopics = new Set<string>();
+  /**
+   * The broker's delivery callback. Handling a message publishes more (results, documents, deltas),
+   * and doing that inside the broker's emitter nests emits; holding the callback instead fills the
+   * emitter's concurrency slots, and its backlog then drains by recursion. Either way a burst
+   * overflowed the stack inside aedes. So the message is queued, the broker is released at once,
+   * and the queue is worked off on later turns, in order and in bounded slices.
+   */
+  private readonly inbound: [string, Buffer][] = [];
+  private draining = false;
+  private droppedInbound = 0;
   private readonly deliver = (packet: AedesPublishPacket, cb: () => void) => {
-    this.onMessage(packet.topic, typeof packet.payload === "string" ? Buffer.from(packet.payload) : packet.payload);
-    // Done on the next turn: calling back synchronously lets the broker's emitter recurse into the
-    // next queued message, and a burst then overflows the stack.
-    setImmediate(cb);
+    if (this.inbound.length >= INBOUND_LIMIT) {
+      if (this.droppedInbound++ % 1000 === 0) this.log?.warn("mqtt inbound queue full, message dropped", { topic: packet.topic, dropped: this.droppedInbound });
+    } else this.inbound.push([packet.topic, typeof packet.payload === "string" ? Buffer.from(packet.payload) : packet.payload]);
+    if (!this.draining) {
+      this.draining = true;
+      setImmediate(this.drainInbound);
+    }
+    cb();
+  };
+  private readonly drainInbound = () => {
+    for (let n = 0; n < 500 && this.inbound.length > 0; n++) {
+      const [topic, payload] = this.inbound.shift()!;
+      this.onMessage(topic, payload);
+    }
+    if (this.inbound.length > 0) setImmediate(this.drainInbound);
+    else this.draining = false;
   };
   private readonly counters;
 

@@ -9,6 +9,7 @@ import { defineMapper, type MapperPlugin, type MapperSdk } from "../../../mapper
 
 const builtIn: Record<string, () => Promise<{ default: MapperPlugin }>> = {
   modbus: () => import("../../../mappers/modbus/index.ts") as Promise<{ default: MapperPlugin }>,
+  opcua: () => import("../../../mappers/opcua/index.ts") as Promise<{ default: MapperPlugin }>,
   ble: () => import("../../../mappers/ble/index.ts") as Promise<{ default: MapperPlugin }>,
   mqtt: () => import("../../../mappers/mqtt/index.ts") as Promise<{ default: MapperPlugin }>,
 };

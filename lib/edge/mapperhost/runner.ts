@@ -143,7 +143,7 @@ export class DeviceRunner {
     for (const p of this.props) {
       if (!driver.subscribe) continue;
       try {
-        const unsub = (await driver.subscribe(p.spec, (raw) => this.take(p, raw))) as (() => Promise<void>) | null | undefined;
+        const unsub = await driver.subscribe(p.spec, (raw) => this.take(p, raw));
         if (unsub) {
           p.pushed = true;
           this.unsubscribes.push(unsub);

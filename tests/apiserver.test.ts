@@ -445,11 +445,15 @@ describe("deletion", () => {
     expect((await h.req("GET", "/api/v1/namespaces/default/pods/loose")).status).toBe(404);
   });
 
-  test("a pod whose grace period ran out and has no finalizers is removed", async () => {
+  test("a scheduled pod whose grace period ran out stays Terminating until its node deletes it", async () => {
     await h.req("POST", "/api/v1/namespaces/default/pods", pod("short", { nodeName: "n1", grace: 1 }));
     await h.req("DELETE", "/api/v1/namespaces/default/pods/short");
     expect((await h.req("GET", "/api/v1/namespaces/default/pods/short")).status).toBe(200);
     await Bun.sleep(2600);
+    const still = await h.req("GET", "/api/v1/namespaces/default/pods/short");
+    expect(still.status).toBe(200); // the process may still be running on the node
+    expect(still.body.metadata.deletionTimestamp).toBeTruthy();
+    expect((await h.req("DELETE", "/api/v1/namespaces/default/pods/short?gracePeriodSeconds=0")).status).toBe(200);
     expect((await h.req("GET", "/api/v1/namespaces/default/pods/short")).status).toBe(404);
   });
 

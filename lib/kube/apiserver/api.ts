@@ -498,6 +498,9 @@ export class Api {
         continue;
       }
       if ((md.finalizers?.length ?? 0) > 0) continue;
+      // As in Kubernetes, the node's agent (our edge) finishes a scheduled pod with a grace-0 delete
+      // once it has stopped it; an expired grace period alone never removes a pod that may still run.
+      if (t.kind === "Pod" && !t.crd && (obj as { spec?: { nodeName?: string } }).spec?.nodeName) continue;
       const deadline = Date.parse(md.deletionTimestamp ?? "");
       if (!Number.isNaN(deadline) && deadline <= now) {
         this.store.commit([{ type: "DELETED", group, resource, namespace: ns, name, object: clone(obj), prev: obj }]);

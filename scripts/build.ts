@@ -1,11 +1,21 @@
 /** npm run build: dist/cloudcore and dist/edgecore as standalone executables (bun build --compile). */
-import { $ } from "bun";
+import { spawnSync } from "node:child_process";
+import { statSync } from "node:fs";
 
-// proper-lockfile: an optional peer of node-opcua's @ster5/global-mutex, imported only by a provider we never select
-const external = ["--external", "proper-lockfile"];
+/**
+ * Left out of the binaries: optional pieces of the lazily loaded protocol stacks that cannot work in
+ * them anyway — noble's HCI socket addon (needs libuv's uv_poll, which Bun lacks; not built by
+ * npm ci) and proper-lockfile (an optional import of node-opcua's global-mutex, not installed).
+ * Without these flags the build fails on a fresh clone trying to resolve them.
+ */
+const external = ["@abandonware/bluetooth-hci-socket", "proper-lockfile"].map((p) => `--external=${p}`);
 
 for (const name of ["cloudcore", "edgecore"]) {
-  await $`bun build --compile --minify --sourcemap=none ${external} ${name}.ts --outfile dist/${name}`.quiet();
-  const size = Bun.file(`dist/${name}`).size;
-  console.log(`dist/${name}  ${(size / 1024 / 1024).toFixed(1)} MiB`);
+  const args = ["build", "--compile", "--minify", "--sourcemap=none", ...external, `${name}.ts`, "--outfile", `dist/${name}`];
+  const r = spawnSync(process.execPath, args, { encoding: "utf8" });
+  if (r.status !== 0) {
+    process.stderr.write(`bun ${args.join(" ")} failed:\n${r.stdout}${r.stderr}`);
+    process.exit(1);
+  }
+  console.log(`dist/${name}  ${(statSync(`dist/${name}`).size / 1024 / 1024).toFixed(1)} MiB`);
 }

@@ -55,7 +55,13 @@ const modelMsg = (name: string, properties: Record<string, unknown>[]) =>
 const reported = (id: string, prop: string) => twin.getDevice(id)?.properties.find((p) => p.name === prop)?.reported;
 const state = (id: string) => twin.getDevice(id)?.state;
 
+const httpBodies: string[] = [];
+let httpServer: ReturnType<typeof Bun.serve>;
+let httpPort: number;
+
 beforeAll(async () => {
+  httpServer = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: async (req) => (httpBodies.push(`${new URL(req.url).pathname} ${await req.text()}`), new Response("ok")) });
+  httpPort = httpServer.port!;
   modbusPort = await freePort();
   brokerPort = await freePort();
   modbusDevice = await startModbus();
@@ -89,6 +95,14 @@ beforeAll(async () => {
     protocol: { protocolName: "mqtt", configData: { brokerURL: `mqtt://127.0.0.1:${brokerPort}` } },
     properties: [{ name: "co2", visitors: { protocolName: "mqtt", configData: { topic: "sensors/air", jsonPath: "data.co2" } } }],
   }));
+  router.send("metamanager", deviceMsg("pusher", {
+    protocol: { protocolName: "modbus", configData: { ip: "127.0.0.1", port: modbusPort } },
+    properties: [{
+      name: "pressure", collectCycle: 200, reportCycle: 200,
+      visitors: { protocolName: "modbus", configData: { register: "InputRegister", offset: 0 } },
+      pushMethod: { http: { hostName: "127.0.0.1", port: httpPort, requestPath: "/ingest" }, mqtt: { address: `tcp://127.0.0.1:${brokerPort}`, topic: "push/pressure", qos: 0 } },
+    }],
+  }));
   router.send("metamanager", deviceMsg("ghost", {
     protocol: { protocolName: "modbus", configData: { ip: "127.0.0.1", port: 1, timeout: 200 } },
     properties: [{ name: "x", collectCycle: 100, visitors: { protocolName: "modbus", configData: { register: "HoldingRegister", offset: 0 } } }],
@@ -98,6 +112,7 @@ beforeAll(async () => {
   await new Promise((r) => sensor.on("connect", r));
 });
 afterAll(async () => {
+  httpServer.stop(true);
   await host.stop();
   sensor.end(true);
   await stopBroker().catch(() => {});
@@ -126,6 +141,17 @@ describe("mapper host", () => {
     await eventually(() => reported("default/thermo", "setpoint") === "18.5", 5000, "setpoint read back");
     expect(state("default/thermo")).toBe("ok");
     expect(twin.getDevice("default/thermo")!.properties.find((p) => p.name === "broken")?.reported).toBeUndefined();
+  });
+
+  test("push methods: values are POSTed over http and published over mqtt", async () => {
+    const pushed: string[] = [];
+    const sub = connect(`mqtt://127.0.0.1:${brokerPort}`);
+    await new Promise((r) => sub.on("connect", r));
+    sub.on("message", (_t, p) => pushed.push(String(p)));
+    await sub.subscribeAsync("push/pressure");
+    await eventually(() => httpBodies.some((b) => /^\/ingest pressure=1013&time=\d{4}-\d\d-\d\d\+\d\d%3A\d\d%3A\d\d$/.test(b)), 5000, "http push");
+    await eventually(() => pushed.some((p) => /^time is \d{4}-\d\d-\d\d \d\d:\d\d:\d\d  pressure: 1013$/.test(p)), 5000, "mqtt push");
+    sub.end(true);
   });
 
   test("a device that cannot be reached or is misconfigured does not stall the others", async () => {
@@ -161,9 +187,11 @@ describe("mapper host", () => {
   test("deleting the Device stops its driver", async () => {
     router.send("metamanager", newMessage({ source: "devicecontroller", group: "resource", operation: Op.delete, resource: "default/device/thermo" }, null));
     await eventually(() => twin.getDevice("default/thermo") === undefined, 3000, "twin gone");
+    // thermo is the only device reading holding registers (pusher reads an input register)
+    const holdingReads = () => modbusDevice.output.filter((l) => l.includes('"event":"read","register":"holding"')).length;
     await Bun.sleep(500);
-    const reads = modbusDevice.output.length;
+    const reads = holdingReads();
     await Bun.sleep(600);
-    expect(modbusDevice.output.length).toBe(reads); // no more requests
+    expect(holdingReads()).toBe(reads); // no more requests for thermo
   });
 });

@@ -222,7 +222,11 @@ export class Gen {
       const cur = (parent as Record<string, Json>)[key];
       const op = this.int(8);
       if (op === 0) deleteKey(parent, key);
-      else if (op === 1) setOwn(parent as Record<string, Json>, this.key(), this.value(1));
+      else if (op === 1) {
+        // arrays get elements, objects keys: a named property on an array cannot come off the wire
+        if (Array.isArray(parent)) parent.splice(this.int(parent.length + 1), 0, this.value(1));
+        else setOwn(parent, this.key(), this.value(1));
+      }
       else if (op === 2 && typeof cur === "string") setOwn(parent as Record<string, Json>, key, this.chance(0.5) ? cur.slice(0, this.int(cur.length + 1)) : cur + this.string());
       else if (op === 3) setOwn(parent as Record<string, Json>, key, this.wrongType(cur));
       else if (op === 4 && cur !== null && typeof cur === "object") setOwn(parent as Record<string, Json>, key, Array.isArray(cur) ? [] : {});

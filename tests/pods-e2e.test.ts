@@ -7,6 +7,8 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { eventually, joinToken, requireTool, run, startCloud, startEdge, tmpDir, type Cloud, type Daemon, type Edge } from "./helpers/daemons.ts";
 
+/** pgrep looks at the whole machine: markers are unique to this run, so parallel runs do not mix. */
+const MARK = `outpost-e2e-${process.pid}-`;
 const haveKubectl = requireTool("/usr/bin/kubectl", "pods are managed with kubectl");
 const running: Daemon[] = [];
 let cloud: Cloud;
@@ -37,7 +39,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await Promise.all(running.map((d) => d.stop("SIGKILL")));
-  await run("pkill", ["-f", "outpost-e2e-marker"]);
+  await run("pkill", ["-f", MARK]);
 });
 
 describe.skipIf(!haveKubectl)("pods on an edge node", () => {
@@ -70,7 +72,7 @@ spec:
   - name: main
     image: busybox
     command: ["sh", "-c"]
-    args: ["echo \\"$GREETING|$PASSWORD|$(cat $OUTPOST_MOUNT_CONFIG/settings.ini)\\" > $OUTPOST_MOUNT_OUT/web.txt; sleep 600; echo done # outpost-e2e-marker-web"]
+    args: ["echo \\"$GREETING|$PASSWORD|$(cat $OUTPOST_MOUNT_CONFIG/settings.ini)\\" > $OUTPOST_MOUNT_OUT/web.txt; sleep 600; echo done # ${MARK}web"]
     env:
     - name: GREETING
       valueFrom: { configMapKeyRef: { name: app-config, key: GREETING } }
@@ -91,7 +93,7 @@ spec:
     expect(status.podIP).toBeTruthy();
     await eventually(() => existsSync(join(out, "web.txt")), 5000, "pod wrote its file");
     expect(readFileSync(join(out, "web.txt"), "utf8").trim()).toBe("hello edge|s3cret|mode=fast");
-    expect(await pgrep("outpost-e2e-marker-web")).toBe(1);
+    expect(await pgrep(MARK + "web")).toBe(1);
   });
 
   test("exit codes and a missing command come back in the pod status (restartPolicy Never)", async () => {
@@ -175,7 +177,7 @@ spec:
 `);
     await eventually(async () => JSON.stringify((await podJson("no-command")).status ?? {}).match(/command/i), 10_000, "reason names the missing command");
     await eventually(async () => JSON.stringify((await podJson("bad-volume")).status ?? {}).includes("/nonexistent/outpost/path"), 10_000, "reason names the bad volume");
-    expect(await pgrep("outpost-e2e-marker-web")).toBe(1); // the healthy pod is untouched
+    expect(await pgrep(MARK + "web")).toBe(1); // the healthy pod is untouched
   });
 
   test("two edge nodes: each runs only its own pods and gets only the configmaps its pods use", async () => {
@@ -195,7 +197,7 @@ spec:
   containers:
   - name: main
     image: busybox
-    command: ["sh", "-c", "echo $WHO:$NODE > $OUTPOST_MOUNT_OUT/on-b.txt; sleep 600; echo done # outpost-e2e-marker-on-b"]
+    command: ["sh", "-c", "echo $WHO:$NODE > $OUTPOST_MOUNT_OUT/on-b.txt; sleep 600; echo done # ${MARK}on-b"]
     env:
     - { name: WHO, valueFrom: { configMapKeyRef: { name: only-b, key: WHO } } }
     - { name: NODE, valueFrom: { fieldRef: { fieldPath: spec.nodeName } } }
@@ -221,7 +223,7 @@ spec:
     await kubectl("delete", "pod", "web", "--timeout=30s");
     expect(Date.now() - t).toBeLessThan(20_000);
     await expect(kubectl("get", "pod", "web")).rejects.toThrow(/NotFound/);
-    expect(await pgrep("outpost-e2e-marker-web")).toBe(0);
+    expect(await pgrep(MARK + "web")).toBe(0);
   });
 
   test("autonomy: without the cloud, a restarted edgecore runs its pods again from the store; then state converges", async () => {
@@ -232,7 +234,7 @@ metadata: { name: keeper }
 spec:
   nodeName: edge-pods
   containers:
-  - { name: main, image: busybox, command: ["sh", "-c", "sleep 600; echo done # outpost-e2e-marker-keeper"] }
+  - { name: main, image: busybox, command: ["sh", "-c", "sleep 600; echo done # ${MARK}keeper"] }
 ---
 apiVersion: v1
 kind: Pod
@@ -241,16 +243,16 @@ spec:
   nodeName: edge-pods
   terminationGracePeriodSeconds: 1
   containers:
-  - { name: main, image: busybox, command: ["sh", "-c", "sleep 600; echo done # outpost-e2e-marker-doomed"] }
+  - { name: main, image: busybox, command: ["sh", "-c", "sleep 600; echo done # ${MARK}doomed"] }
 `);
-    await eventually(async () => (await pgrep("outpost-e2e-marker-keeper")) === 1 && (await pgrep("outpost-e2e-marker-doomed")) === 1, 10_000, "both pods running");
+    await eventually(async () => (await pgrep(MARK + "keeper")) === 1 && (await pgrep(MARK + "doomed")) === 1, 10_000, "both pods running");
     // the cloud dies; the edge restarts on its own
     await cloud.daemon.stop("SIGKILL");
     await edge.daemon.stop("SIGTERM");
     const t = Date.now();
     const edge2 = await startEdge({ node: "edge-pods", dataDir: edge.dataDir, args: ["--node-status-interval", "2"] });
     running.push(edge2.daemon);
-    await eventually(async () => (await pgrep("outpost-e2e-marker-keeper")) === 1, 5000, "keeper running again without the cloud");
+    await eventually(async () => (await pgrep(MARK + "keeper")) === 1, 5000, "keeper running again without the cloud");
     expect(Date.now() - t).toBeLessThan(5000 + 2000);
     // the cloud returns; meanwhile (cloud up, edge away) a pod is deleted and one is added
     await edge2.daemon.stop("SIGTERM");
@@ -265,14 +267,14 @@ metadata: { name: newcomer }
 spec:
   nodeName: edge-pods
   containers:
-  - { name: main, image: busybox, command: ["sh", "-c", "sleep 600; echo done # outpost-e2e-marker-newcomer"] }
+  - { name: main, image: busybox, command: ["sh", "-c", "sleep 600; echo done # ${MARK}newcomer"] }
 `);
     const edge3 = await startEdge({ node: "edge-pods", dataDir: edge.dataDir, args: ["--node-status-interval", "2"] });
     running.push(edge3.daemon);
-    await eventually(async () => (await pgrep("outpost-e2e-marker-newcomer")) === 1, 10_000, "newcomer started after reconnect");
-    await eventually(async () => (await pgrep("outpost-e2e-marker-doomed")) === 0, 10_000, "doomed stopped after reconnect");
+    await eventually(async () => (await pgrep(MARK + "newcomer")) === 1, 10_000, "newcomer started after reconnect");
+    await eventually(async () => (await pgrep(MARK + "doomed")) === 0, 10_000, "doomed stopped after reconnect");
     await eventually(async () => !(await kubectl("get", "pods", "-o", "name")).includes("pod/doomed"), 10_000, "doomed gone from the API");
-    expect(await pgrep("outpost-e2e-marker-keeper")).toBe(1); // no duplicate
+    expect(await pgrep(MARK + "keeper")).toBe(1); // no duplicate
     await eventually(async () => (await podJson("newcomer")).status?.phase === "Running", 10_000, "status re-reported");
   });
 });

@@ -5,12 +5,24 @@
 import { ApiError, errors } from "./errors.ts";
 import { clone, isRecord } from "./types.ts";
 
+/**
+ * Patch bodies are user input: a key like `__proto__` must stay an ordinary field. So fields are
+ * read only when they are own properties and written as own data properties; a plain `o[k] = v`
+ * would change o's prototype, and walking into `__proto__` would reach Object.prototype itself.
+ */
+function own(o: Record<string, unknown>, k: string): unknown {
+  return Object.prototype.hasOwnProperty.call(o, k) ? o[k] : undefined;
+}
+function put(o: Record<string, unknown>, k: string, v: unknown): void {
+  Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true });
+}
+
 export function mergePatch(target: unknown, patch: unknown): unknown {
   if (!isRecord(patch)) return clone(patch);
   const out: Record<string, unknown> = isRecord(target) ? { ...target } : {};
   for (const [k, v] of Object.entries(patch)) {
     if (v === null) delete out[k];
-    else out[k] = mergePatch(out[k], v);
+    else put(out, k, mergePatch(own(out, k), v));
   }
   return out;
 }
@@ -29,8 +41,8 @@ function pointer(path: string): string[] {
 function walk(doc: unknown, segs: string[], path: string): unknown {
   let cur = doc;
   for (const s of segs) {
-    if (Array.isArray(cur)) cur = cur[Number(s)];
-    else if (isRecord(cur)) cur = cur[s];
+    if (Array.isArray(cur)) cur = /^(0|[1-9]\d*)$/.test(s) ? cur[Number(s)] : undefined;
+    else if (isRecord(cur)) cur = own(cur, s);
     else cur = undefined;
     if (cur === undefined) throw new ApiError(422, "Invalid", `json patch: path "${path}" does not exist`);
   }
@@ -51,7 +63,7 @@ function addAt(doc: unknown, path: string, value: unknown): unknown {
   const parent = walk(doc, segs.slice(0, -1), path);
   const last = segs[segs.length - 1]!;
   if (Array.isArray(parent)) parent.splice(arrayIndex(parent, last, path, true), 0, value);
-  else if (isRecord(parent)) parent[last] = value;
+  else if (isRecord(parent)) put(parent, last, value);
   else throw new ApiError(422, "Invalid", `json patch: parent of "${path}" is not a container`);
   return doc;
 }
@@ -163,7 +175,7 @@ function stripDirectives(v: unknown): unknown {
   const out: Record<string, unknown> = {};
   for (const [k, x] of Object.entries(v)) {
     if (k.startsWith("$")) continue;
-    out[k] = stripDirectives(x);
+    put(out, k, stripDirectives(x));
   }
   return out;
 }
@@ -181,18 +193,18 @@ function smpValue(target: unknown, patch: unknown, path: string, table: Record<s
     if (k === "$patch" || k === "$retainKeys" || k.startsWith("$setElementOrder/")) continue;
     if (k.startsWith("$deleteFromPrimitiveList/")) {
       const field = k.slice("$deleteFromPrimitiveList/".length);
-      const cur = out[field];
-      if (Array.isArray(cur) && Array.isArray(v)) out[field] = cur.filter((x) => !v.some((d) => JSON.stringify(d) === JSON.stringify(x)));
+      const cur = own(out, field);
+      if (Array.isArray(cur) && Array.isArray(v)) put(out, field, cur.filter((x) => !v.some((d) => JSON.stringify(d) === JSON.stringify(x))));
       continue;
     }
     const sub = path ? `${path}.${k}` : k;
     if (v === null) delete out[k];
-    else if (Array.isArray(v)) out[k] = smpList(out[k], v, sub, table);
+    else if (Array.isArray(v)) put(out, k, smpList(own(out, k), v, sub, table));
     else if (isRecord(v)) {
-      const r = smpValue(out[k], v, sub, table);
+      const r = smpValue(own(out, k), v, sub, table);
       if (r === DELETE) delete out[k];
-      else out[k] = r;
-    } else out[k] = v;
+      else put(out, k, r);
+    } else put(out, k, v);
   }
   return out;
 }

@@ -6,7 +6,7 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "../../log.ts";
 import { allowsCreateOnUpdate, applyDefaults, nowRfc3339 } from "./defaults.ts";
-import { ApiError, errors } from "./errors.ts";
+import { ApiError, errors, show } from "./errors.ts";
 import { applyPatch, jsonPatch, mergePatch, strategicMergePatch } from "./patch.ts";
 import type { Registry, ResourceType } from "./resources.ts";
 import { matches, type Selector } from "./selectors.ts";
@@ -156,12 +156,12 @@ export class Api {
   }
 
   private checkKindAndVersion(t: ResourceType, version: string, obj: KObject): void {
-    if (obj.kind !== undefined && obj.kind !== t.kind) throw errors.badRequest(`the kind in the body (${String(obj.kind)}) does not match the expected kind (${t.kind})`);
+    if (obj.kind !== undefined && obj.kind !== t.kind) throw errors.badRequest(`the kind in the body (${show(obj.kind)}) does not match the expected kind (${t.kind})`);
     const want = gvString(t.group, version);
     if (obj.apiVersion !== undefined && obj.apiVersion !== want) {
       // CRDs may serve several versions without conversion; anything in the same group is accepted.
       const ok = t.crd && typeof obj.apiVersion === "string" && t.versions.some((v) => gvString(t.group, v) === obj.apiVersion);
-      if (!ok) throw errors.badRequest(`the API version in the data (${String(obj.apiVersion)}) does not match the expected API version (${want})`);
+      if (!ok) throw errors.badRequest(`the API version in the data (${show(obj.apiVersion)}) does not match the expected API version (${want})`);
     }
   }
 
@@ -226,7 +226,7 @@ export class Api {
     const obj = clone(checkObjectShape(body));
     this.checkKindAndVersion(t, version, obj);
     const md = meta(obj);
-    if (md.name !== undefined && md.name !== name) throw errors.badRequest(`the name of the object (${md.name}) does not match the name on the URL (${name})`);
+    if (md.name !== undefined && md.name !== name) throw errors.badRequest(`the name of the object (${show(md.name)}) does not match the name on the URL (${name})`);
     if (t.namespaced && md.namespace && md.namespace !== ns) throw errors.badRequest("the namespace of the provided object does not match the namespace sent on the request");
     md.name = name;
     const existing = this.store.get(t.group, t.resource, this.nsKey(t, ns), name);
@@ -304,7 +304,7 @@ export class Api {
       if (type === "apply" && !sub) {
         const obj = checkObjectShape(body);
         const md = meta(obj);
-        if (md.name !== undefined && md.name !== name) throw errors.badRequest(`the name of the object (${md.name}) does not match the name on the URL (${name})`);
+        if (md.name !== undefined && md.name !== name) throw errors.badRequest(`the name of the object (${show(md.name)}) does not match the name on the URL (${name})`);
         md.name = name;
         return { object: this.create(t, version, ns, obj, opts), created: true };
       }
@@ -328,7 +328,7 @@ export class Api {
         const obj = checkObjectShape(body);
         this.checkKindAndVersion(t, version, obj);
         const am = isRecord(obj.metadata) ? obj.metadata : {};
-        if (am.name !== undefined && am.name !== name) throw errors.badRequest(`the name of the object (${String(am.name)}) does not match the name on the URL (${name})`);
+        if (am.name !== undefined && am.name !== name) throw errors.badRequest(`the name of the object (${show(am.name)}) does not match the name on the URL (${name})`);
         patched = applyPatch(t.kind, existing, obj);
         break;
       }
@@ -336,7 +336,7 @@ export class Api {
     if (!isRecord(patched)) throw errors.badRequest("the patched object is not a JSON object");
     const po = patched as KObject;
     const pm = meta(po);
-    if (pm.name !== name) throw errors.badRequest(`the name of the object (${String(pm.name)}) does not match the name on the URL (${name})`);
+    if (pm.name !== name) throw errors.badRequest(`the name of the object (${show(pm.name)}) does not match the name on the URL (${name})`);
     return { object: this.replace(t, version, ns, existing, po, sub, opts), created: false };
   }
 

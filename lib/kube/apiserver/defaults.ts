@@ -1,6 +1,7 @@
 /** Per-kind defaulting and status handling on create/update, as the real API server does it. */
 import type { ResourceType } from "./resources.ts";
 import { isRecord, meta, type KObject } from "./types.ts";
+import { show } from "./errors.ts";
 
 export function nowRfc3339(ms = Date.now()): string {
   return new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
@@ -49,7 +50,7 @@ export function applyDefaults(t: ResourceType, obj: KObject, create: boolean, al
       break;
     }
     case "Namespace": {
-      md.labels = { ...(md.labels ?? {}), "kubernetes.io/metadata.name": String(md.name) };
+      md.labels = { ...(md.labels ?? {}), "kubernetes.io/metadata.name": show(md.name) };
       const spec = rec(obj, "spec");
       spec.finalizers ??= ["kubernetes"];
       if (create) obj.status = { phase: "Active" };

@@ -57,6 +57,19 @@ export function successStatus(details?: StatusDetails): Record<string, unknown> 
 }
 
 /** `pods "x" not found` / `pods.apps "x" not found`, as the real server phrases it. */
+/**
+ * A request value for an error message. Never throws: String() of a JSON object whose own
+ * `toString` is not a function (`{"toString": []}`) throws a TypeError, which became a 500.
+ */
+export function show(v: unknown): string {
+  if (typeof v === "string") return v;
+  try {
+    return JSON.stringify(v) ?? String(v);
+  } catch {
+    return Object.prototype.toString.call(v);
+  }
+}
+
 function qualified(group: string, resource: string): string {
   return group ? `${resource}.${group}` : resource;
 }

@@ -3,7 +3,7 @@
  * built-in types, and CRD openAPIV3Schema checks with pruning of unknown fields.
  */
 import * as v from "valibot";
-import { errors } from "./errors.ts";
+import { errors, show } from "./errors.ts";
 import type { ResourceType } from "./resources.ts";
 import { isRecord, type KObject } from "./types.ts";
 
@@ -194,7 +194,7 @@ export function validateObject(t: ResourceType, obj: KObject, version: string, o
       }
     }
   }
-  if (causes.length) throw errors.invalid(t.group, t.kind, name || String(md.generateName ?? ""), causes);
+  if (causes.length) throw errors.invalid(t.group, t.kind, name || show(md.generateName ?? ""), causes);
 }
 
 function validateCrd(obj: KObject): Cause[] {

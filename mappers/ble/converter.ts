@@ -43,9 +43,10 @@ export function converterIndexes(c: Pick<DataConverter, "startIndex" | "endIndex
 }
 
 export function convertReadData(data: Uint8Array, c: DataConverter): number {
-  const idx = converterIndexes(c);
+  // Check the range first: indexes far past the value (e.g. startIndex 1e9) must not be listed.
   const last = Math.max(c.startIndex, c.endIndex);
   if (last >= data.length) throw new Error(`dataConverter: needs byte ${last} but the value has ${data.length} byte(s)`);
+  const idx = converterIndexes(c);
   let n = 0n;
   if (c.decimalConcat) {
     const digits = idx.map((i) => String(data[i]!)).join("");

@@ -46,6 +46,15 @@ function schemaFor(o: OptionSpec) {
   }
 }
 
+/** A value for an error message; YAML aliases can make cyclic values JSON.stringify throws on. */
+function shown(x: unknown): string {
+  try {
+    return JSON.stringify(x) ?? String(x);
+  } catch {
+    return Array.isArray(x) ? "a cyclic list" : "a cyclic value";
+  }
+}
+
 export function helpText(usage: string, specs: OptionSpec[]): string {
   const argName: Record<OptionType, string> = { string: " VALUE", int: " N", bool: "", list: " VALUE", listen: " HOST:PORT" };
   const rows: [string, string][] = specs.map((o) => {
@@ -112,8 +121,30 @@ export function loadConfig<T>(specs: OptionSpec[], argv: string[]): T & { help: 
     const [raw, where] = key in fromFlags ? [fromFlags[key], `--${o.flag}`] : key in fromFile ? [fromFile[key], `${file}: ${key}`] : [o.default, `default of --${o.flag}`];
     if (raw === undefined) continue;
     const r = v.safeParse(schemaFor(o), raw);
-    if (!r.success) throw new ConfigError(`${where}: ${r.issues[0]?.message ?? "invalid"} (got ${JSON.stringify(raw)})`);
+    if (!r.success) throw new ConfigError(`${where}: ${r.issues[0]?.message ?? "invalid"} (got ${shown(raw)})`);
     out[key] = r.output;
   }
   return out as T & { help: boolean };
+}
+
+/**
+ * Validates an already-parsed config document (what a `--config` YAML file holds) against `specs`:
+ * a mapping (or empty), known keys only, each value of its option's type. Returns the typed values
+ * (no defaults applied); throws ConfigError naming the field. loadConfig applies the same rules to
+ * the file's values that are not overridden by flags.
+ */
+export function validateConfigDoc(specs: OptionSpec[], doc: unknown, source = "config"): Record<string, unknown> {
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== "object" || Array.isArray(doc)) throw new ConfigError(`${source}: must be a YAML mapping`);
+  const byKey = new Map(specs.map((o) => [camel(o.flag), o]));
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(doc)) {
+    const spec = byKey.get(k);
+    if (!spec) throw new ConfigError(`${source}: unknown field "${k}"`);
+    const raw = (doc as Record<string, unknown>)[k];
+    const r = v.safeParse(schemaFor(spec), raw);
+    if (!r.success) throw new ConfigError(`${source}: ${k}: ${r.issues[0]?.message ?? "invalid"} (got ${shown(raw)})`);
+    Object.defineProperty(out, k, { value: r.output, enumerable: true, writable: true, configurable: true });
+  }
+  return out;
 }

@@ -15,6 +15,7 @@ import { apiserverMigrations, startApiServer, type ApiServer } from "../kube/api
 import { InformerFactory, KubeClient, inClusterAvailable } from "../kube/client/index.ts";
 import { EdgeController } from "./edgecontroller.ts";
 import { DeviceController } from "./devicecontroller.ts";
+import { Outbox, outboxMigrations } from "./outbox.ts";
 
 export const cloudOptions: OptionSpec[] = [
   { flag: "config", type: "string", help: "YAML config file; its keys are the camelCase flag names" },
@@ -30,6 +31,8 @@ export const cloudOptions: OptionSpec[] = [
   { flag: "node-grace-period", type: "int", default: 40, help: "seconds without contact before an edge node goes Ready=Unknown" },
   { flag: "token-ttl", type: "int", default: 12 * 3600, help: "lifetime of join tokens, seconds" },
   { flag: "cert-validity-days", type: "int", default: 365, help: "lifetime of edge node certificates" },
+  { flag: "outbox-limit", type: "int", default: 10_000, help: "messages kept per node until its edge acks them (oldest non-delete dropped past it)" },
+  { flag: "outbox-retry-ms", type: "int", default: 5000, help: "resend period of a message the edge has not acked" },
 ];
 
 export interface CloudConfig {
@@ -45,6 +48,8 @@ export interface CloudConfig {
   nodeGracePeriod: number;
   tokenTtl: number;
   certValidityDays: number;
+  outboxLimit: number;
+  outboxRetryMs: number;
   logFormat: string;
   logLevel: string;
 }
@@ -53,6 +58,7 @@ export interface RunningCloud {
   hub: CloudHub;
   metrics: Metrics;
   router: Router;
+  outbox: Outbox;
   /** What endpoints.json says: addresses a local client dials. */
   endpoints: { api?: string; hub: string; https: string; metrics: string };
   stop(): Promise<void>;
@@ -76,7 +82,7 @@ export async function startCloud(cfg: CloudConfig, log: Logger): Promise<Running
   };
   const metrics = new Metrics();
   const router = new Router(log.child("router"));
-  const store = await openStore<unknown>(dataFile(cfg.dataDir, "cloudcore.db"), { ...apiserverMigrations });
+  const store = await openStore<unknown>(dataFile(cfg.dataDir, "cloudcore.db"), { ...apiserverMigrations, ...outboxMigrations });
   // A real cluster when told (kubeconfig) or when running in one; else the embedded API.
   let api: ApiServer | undefined;
   let client: KubeClient;
@@ -104,8 +110,12 @@ export async function startCloud(cfg: CloudConfig, log: Logger): Promise<Running
     keepaliveTimeoutMs: cfg.keepaliveTimeout * 1000,
   });
   router.register(hub);
-  router.register(new EdgeController({ client, informers, hub, log: log.child("edgecontroller"), nodeGracePeriodMs: cfg.nodeGracePeriod * 1000 }));
-  router.register(new DeviceController({ client, informers, hub, log: log.child("devicecontroller") }));
+  // the outbox listens to the hub before the controllers do: on a connect it flushes what is pending
+  // first, and the controllers' resync then finds those messages pending and does not send them twice
+  const outbox = new Outbox({ hub, raw: store.raw, log: log.child("outbox"), metrics, limitPerNode: cfg.outboxLimit, retryMs: cfg.outboxRetryMs });
+  outbox.start();
+  router.register(new EdgeController({ client, informers, hub, outbox, log: log.child("edgecontroller"), nodeGracePeriodMs: cfg.nodeGracePeriod * 1000 }));
+  router.register(new DeviceController({ client, informers, hub, outbox, log: log.child("devicecontroller") }));
   await router.startAll();
   const metricsServer: Server = (await serveMetrics(metrics, listens.metricsListen)).server;
   const metricsPort = (metricsServer.address() as { port: number }).port;
@@ -114,6 +124,7 @@ export async function startCloud(cfg: CloudConfig, log: Logger): Promise<Running
     hub,
     metrics,
     router,
+    outbox,
     endpoints: {
       ...(api ? { api: api.url } : {}),
       hub: dialAddress(listens.hubListen, hub.port),
@@ -121,6 +132,7 @@ export async function startCloud(cfg: CloudConfig, log: Logger): Promise<Running
       metrics: dialAddress(listens.metricsListen, metricsPort),
     },
     async stop() {
+      outbox.stop();
       await router.stopAll();
       await informers.stop();
       client.close();

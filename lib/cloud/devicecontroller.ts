@@ -2,13 +2,16 @@
  * DeviceController: sends each edge the Devices bound to it (spec.nodeName) and the DeviceModels they
  * use, and writes what the edge reports (twin values, state) into the DeviceStatus of the same name,
  * owned by its Device, as KubeEdge v1.23 does. Reports are coalesced per device so a chatty device
- * cannot flood the API. Invalid Devices are reported as Events on the object and skipped.
+ * cannot flood the API; each report is acked to the edge (which keeps it queued until then) once the
+ * write it went into succeeded. Devices and models go through the outbox (persisted, acked).
+ * Invalid Devices are reported as Events on the object and skipped.
  */
 import * as v from "valibot";
-import { newMessage, splitNodeResource, Op, type Message } from "../message.ts";
+import { newMessage, responseTo, splitNodeResource, Op, type Message } from "../message.ts";
 import type { Module, ModuleContext } from "../router.ts";
 import type { Logger } from "../log.ts";
 import type { CloudHub } from "../hub/cloudhub.ts";
+import type { Outbox } from "./outbox.ts";
 import { InformerFactory, KubeClient, Resources, byNodeName, isNotFound, type KubeObject, type ObjectMeta, type SharedInformer } from "../kube/client/index.ts";
 import { BaseMessageSchema, DeviceSchema, MsgTwinSchema, describeIssues, type MsgTwin } from "../../schemas/devices.ts";
 
@@ -34,12 +37,15 @@ interface Pending {
   state?: string;
   lastOnlineTime?: string;
   timer?: ReturnType<typeof setTimeout>;
+  /** The reports merged in, acked once the write succeeded. */
+  acks: { node: string; msg: Message }[];
 }
 
 export interface DeviceControllerOptions {
   client: KubeClient;
   informers: InformerFactory;
   hub: CloudHub;
+  outbox: Outbox;
   log: Logger;
   /** Reports of one device within this window become one API write (default 500 ms). */
   coalesceMs?: number;
@@ -84,7 +90,7 @@ export class DeviceController implements Module {
 
   private send(node: string, operation: string, type: string, obj: Obj): void {
     const md = obj.metadata;
-    this.opts.hub.sendToNode(node, newMessage({ source: "devicecontroller", group: "resource", operation, resource: `${md.namespace}/${type}/${md.name}` }, obj, { resourceversion: md.resourceVersion ?? "" }));
+    this.opts.outbox.send(node, newMessage({ source: "devicecontroller", group: "resource", operation, resource: `${md.namespace}/${type}/${md.name}` }, obj, { resourceversion: md.resourceVersion ?? "" }));
   }
 
   /** A Device that does not validate is reported once per version as an Event and not sent. */
@@ -103,7 +109,7 @@ export class DeviceController implements Module {
 
   private onDevice(operation: string, d: DeviceObj): void {
     const node = d.spec?.nodeName;
-    if (!node || !this.opts.hub.isConnected(node)) return;
+    if (!node) return; // offline nodes too: the outbox keeps it
     if (operation === Op.delete) return this.send(node, Op.delete, "device", d);
     if (!this.valid(d)) return;
     const model = d.spec?.deviceModelRef?.name ? this.models.get(d.spec.deviceModelRef.name, d.metadata.namespace) : undefined;
@@ -118,7 +124,7 @@ export class DeviceController implements Module {
       const node = d.spec?.nodeName;
       if (node && d.spec?.deviceModelRef?.name === m.metadata.name) nodes.add(node);
     }
-    for (const node of nodes) if (this.opts.hub.isConnected(node)) this.send(node, Op.update, "devicemodel", m);
+    for (const node of nodes) this.send(node, Op.update, "devicemodel", m);
   }
 
   /** On connect: every device of the node, then the list so the edge drops devices deleted meanwhile. */
@@ -126,7 +132,8 @@ export class DeviceController implements Module {
     const devices = this.devices.byIndex("byNode", node);
     for (const d of devices) this.onDevice(Op.update, d);
     const list = devices.map((d) => ({ namespace: d.metadata.namespace, name: d.metadata.name, uid: d.metadata.uid }));
-    this.opts.hub.sendToNode(node, newMessage({ source: "devicecontroller", group: "resource", operation: Op.update, resource: "null/devicelist" }, list));
+    // resourceversion = what the cache is current to: the edge keeps devices newer than the list
+    this.opts.outbox.send(node, newMessage({ source: "devicecontroller", group: "resource", operation: Op.update, resource: "null/devicelist" }, list, { resourceversion: this.devices.resourceVersion ?? "" }));
   }
 
   // ---- upstream -----------------------------------------------------------------------------
@@ -136,24 +143,26 @@ export class DeviceController implements Module {
     const m = target ? deviceTopic.exec(target.resource) : null;
     if (!target || !m) return;
     const [, namespace, name, what] = m as unknown as [string, string, string, string];
+    const ack = { node: target.node, msg: { ...msg, route: { ...msg.route, resource: target.resource } } };
     const device = this.devices.get(name, namespace);
     if (!device || device.spec?.nodeName !== target.node) {
       this.log.warn("report for a device not bound to the sending node refused", { node: target.node, device: `${namespace}/${name}` });
-      return;
+      return this.ack([ack]); // final: a resend would be refused again
     }
     const content = typeof msg.content === "string" ? safeJson(msg.content) : msg.content;
     const key = `${namespace}/${name}`;
-    const p = this.pending.get(key) ?? { twins: new Map<string, StatusTwin>() };
+    const p = this.pending.get(key) ?? { twins: new Map<string, StatusTwin>(), acks: [] };
     if (what === "twin/edge_updated") {
       const r = v.safeParse(EdgeUpdatedSchema, content);
-      if (!r.success) return this.log.warn("malformed twin report dropped", { device: key, err: describeIssues(r.issues) });
+      if (!r.success) return (this.log.warn("malformed twin report dropped", { device: key, err: describeIssues(r.issues) }), this.ack([ack]));
       for (const [prop, twin] of Object.entries(r.output.twin)) if (twin) p.twins.set(prop, mergeTwin(p.twins.get(prop), prop, twin));
     } else {
       const r = v.safeParse(StateUpdatedSchema, content);
-      if (!r.success) return this.log.warn("malformed state report dropped", { device: key, err: describeIssues(r.issues) });
+      if (!r.success) return (this.log.warn("malformed state report dropped", { device: key, err: describeIssues(r.issues) }), this.ack([ack]));
       p.state = r.output.device?.state ?? r.output.state;
       p.lastOnlineTime = r.output.device?.lastOnlineTime ?? r.output.lastOnlineTime ?? p.lastOnlineTime;
     }
+    p.acks.push(ack);
     this.pending.set(key, p);
     p.timer ??= setTimeout(() => void this.flush(key), this.opts.coalesceMs ?? 500);
   }
@@ -165,12 +174,18 @@ export class DeviceController implements Module {
     clearTimeout(p.timer);
     const [namespace, name] = key.split("/") as [string, string];
     const device = this.devices.get(name, namespace);
-    if (!device) return;
+    if (!device) return this.ack(p.acks);
     try {
       await this.writeStatus(device, p);
+      this.ack(p.acks);
     } catch (e) {
-      this.log.warn("DeviceStatus write failed", { device: key, err: String(e) });
+      this.log.warn("DeviceStatus write failed, the edge will send the reports again", { device: key, err: String(e) });
     }
+  }
+
+  /** Tells the edge these reports are handled (it keeps them queued until then). */
+  private ack(acks: { node: string; msg: Message }[]): void {
+    for (const { node, msg } of acks) this.opts.hub.sendToNode(node, { ...responseTo(msg, "OK"), route: { ...msg.route, operation: Op.response } });
   }
 
   private async writeStatus(device: DeviceObj, p: Pending): Promise<void> {

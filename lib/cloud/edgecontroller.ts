@@ -1,14 +1,16 @@
 /**
  * EdgeController: registers edge nodes in the API and keeps their status and lease fresh, sends each
  * edge exactly the pods bound to it and the configmaps/secrets those pods use, and writes pod and
- * node status coming up from the edge back to the API. Deliveries to an offline node are caught up
- * on reconnect by a full resync of that node (sendNodeState), including a pod list so the edge
- * drops what was deleted meanwhile.
+ * node status coming up from the edge back to the API. Object messages go through the outbox
+ * (stored, compacted, resent until the edge acks them); on reconnect the node also gets a full
+ * resync (sendNodeState), including a pod list so the edge drops what was deleted meanwhile.
+ * Upstream status messages are acked once written to the API, so the edge can forget them.
  */
-import { newMessage, parseResource, splitNodeResource, Op, type Message } from "../message.ts";
+import { newMessage, parseResource, responseTo, splitNodeResource, Op, type Message } from "../message.ts";
 import type { Module, ModuleContext } from "../router.ts";
 import type { Logger } from "../log.ts";
 import type { CloudHub } from "../hub/cloudhub.ts";
+import type { Outbox } from "./outbox.ts";
 import { InformerFactory, KubeClient, Resources, byNodeName, isConflict, isNotFound, type KubeObject, type ObjectMeta, type SharedInformer } from "../kube/client/index.ts";
 
 export const EDGE_ROLE_LABEL = "node-role.kubernetes.io/edge";
@@ -51,6 +53,8 @@ export interface EdgeControllerOptions {
   client: KubeClient;
   informers: InformerFactory;
   hub: CloudHub;
+  /** Where object messages for the edges go (persisted, acked). */
+  outbox: Outbox;
   log: Logger;
   /** How long a node may be out of touch before Ready=Unknown (default 40 s). */
   nodeGracePeriodMs?: number;
@@ -114,12 +118,13 @@ export class EdgeController implements Module {
   private send(node: string, operation: string, type: string, obj: Obj): void {
     const md = obj.metadata;
     const msg = newMessage({ source: "edgecontroller", group: "resource", operation, resource: `${md.namespace || "null"}/${type}/${md.name}` }, obj, { resourceversion: md.resourceVersion ?? "" });
-    this.opts.hub.sendToNode(node, msg);
+    this.opts.outbox.send(node, msg);
   }
 
+  /** Offline nodes too: the outbox keeps the message until the node is back and acks it. */
   private onPod(operation: string, pod: Pod): void {
     const node = pod.spec?.nodeName;
-    if (!node || !this.opts.hub.isConnected(node)) return;
+    if (!node) return;
     if (operation !== Op.delete) this.sendReferenced(node, pod);
     this.send(node, operation, "pod", pod);
   }
@@ -144,7 +149,7 @@ export class EdgeController implements Module {
     const nodes = new Set<string>();
     for (const pod of this.pods.list(namespace)) {
       const node = pod.spec?.nodeName;
-      if (!node || nodes.has(node) || !this.opts.hub.isConnected(node)) continue;
+      if (!node || nodes.has(node)) continue;
       const refs = podReferences(pod);
       if ((type === "configmap" ? refs.configmaps : refs.secrets).has(name!)) nodes.add(node);
     }
@@ -156,7 +161,9 @@ export class EdgeController implements Module {
     const pods = this.pods.byIndex("byNode", node);
     for (const pod of pods) this.onPod(Op.update, pod);
     const list = pods.map((p) => ({ namespace: p.metadata.namespace, name: p.metadata.name, uid: p.metadata.uid }));
-    this.opts.hub.sendToNode(node, newMessage({ source: "edgecontroller", group: "resource", operation: Op.update, resource: "null/podlist" }, list));
+    // the list's resourceversion is what the cache is current to: a pod the edge holds with a newer
+    // one was created after the list was made (a resent list must not remove it)
+    this.opts.outbox.send(node, newMessage({ source: "edgecontroller", group: "resource", operation: Op.update, resource: "null/podlist" }, list, { resourceversion: this.pods.resourceVersion ?? "" }));
   }
 
   // ---- node lifecycle -----------------------------------------------------------------------
@@ -230,22 +237,31 @@ export class EdgeController implements Module {
     const ref = target ? parseResource(target.resource) : null;
     if (!target || !ref?.name) return;
     const node = target.node;
+    // the edge keeps these queued (edgecore.db) until acked: ack once handled for good, i.e. written,
+    // or refused / obsolete (a retry could not do better); a failed write is not acked and comes again
+    const ack = () => void this.opts.hub.sendToNode(node, { ...responseTo(msg, "OK"), route: { ...msg.route, operation: Op.response, resource: target.resource } });
     try {
       switch (ref.type) {
         case "podstatus":
-          return await this.onPodStatus(node, ref.namespace, ref.name, msg.content);
+          await this.onPodStatus(node, ref.namespace, ref.name, msg.content);
+          return ack();
         case "pod":
-          if (msg.route.operation === Op.delete) return await this.onPodStopped(node, ref.namespace, ref.name, msg.content);
-          return;
+          if (msg.route.operation !== Op.delete) return;
+          await this.onPodStopped(node, ref.namespace, ref.name, msg.content);
+          return ack();
         case "nodestatus":
-          if (ref.name !== node) return this.log.warn("node status for another node refused", { node, for: ref.name });
-          return await this.onNodeStatus(node, msg.content);
+          if (ref.name !== node) this.log.warn("node status for another node refused", { node, for: ref.name });
+          else await this.onNodeStatus(node, msg.content);
+          return ack();
         default:
           this.log.debug("upstream message not handled", { node, resource: target.resource, operation: msg.route.operation });
       }
     } catch (e) {
-      if (isConflict(e) || isNotFound(e)) return this.log.debug("upstream write skipped", { node, resource: target.resource, err: String(e) });
-      this.log.warn("upstream write failed", { node, resource: target.resource, err: String(e) });
+      if (isConflict(e) || isNotFound(e)) {
+        this.log.debug("upstream write skipped", { node, resource: target.resource, err: String(e) });
+        return ack();
+      }
+      this.log.warn("upstream write failed, the edge will send it again", { node, resource: target.resource, err: String(e) });
     }
   }
 

@@ -14,6 +14,7 @@ import { DEFAULT_MAX_FRAME_BYTES, NODE_NAME_RE } from "../hub/constants.ts";
 import { joinCloud, loadEdgeCredentials, renewIfDue } from "../pki/edgecreds.ts";
 import { edgeMigrations, type EdgeDb } from "./store.ts";
 import { MetaManager } from "./metamanager.ts";
+import { UpstreamQueue, upstreamMigrations } from "./upstream.ts";
 import { MetaServer } from "./metaserver.ts";
 import { CriRuntime, DEFAULT_CRI_ENDPOINT, Edged, ProcessRuntime, type Runtime } from "./edged/index.ts";
 import { DeviceTwin, deviceTwinMigrations } from "./devicetwin/index.ts";
@@ -41,7 +42,9 @@ export const edgeOptions: OptionSpec[] = [
   { flag: "pong-timeout-ms", type: "int", default: 4000, help: "how long a missing pong may last before the link counts as dead" },
   { flag: "reconnect-base-ms", type: "int", default: 250, help: "first reconnect delay; grows 1.5x per failure, with jitter" },
   { flag: "reconnect-max-ms", type: "int", default: 30_000, help: "longest reconnect delay" },
-  { flag: "queue-limit", type: "int", default: 10_000, help: "upstream messages kept while the link is down" },
+  { flag: "queue-limit", type: "int", default: 10_000, help: "upstream messages kept in memory while the link is down (keepalives are not kept)" },
+  { flag: "upstream-limit", type: "int", default: 10_000, help: "pod/node status and twin reports kept in edgecore.db until the cloud acks them" },
+  { flag: "upstream-retry-ms", type: "int", default: 5000, help: "resend period of a status or twin report the cloud has not acked" },
   { flag: "max-frame-bytes", type: "int", default: DEFAULT_MAX_FRAME_BYTES, help: "largest hub message accepted from the cloud" },
 ];
 
@@ -66,6 +69,8 @@ export interface EdgeConfig {
   reconnectBaseMs: number;
   reconnectMaxMs: number;
   queueLimit: number;
+  upstreamLimit: number;
+  upstreamRetryMs: number;
   maxFrameBytes: number;
   logFormat: string;
   logLevel: string;
@@ -126,7 +131,7 @@ export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEd
   }
   writeJsonAtomic(dataFile(cfg.dataDir, "join.json"), { node: nodeName, hub: hubAddr, certService } satisfies JoinRecord);
 
-  const store = await openStore<EdgeDb>(dataFile(cfg.dataDir, "edgecore.db"), { ...edgeMigrations, ...deviceTwinMigrations });
+  const store = await openStore<EdgeDb>(dataFile(cfg.dataDir, "edgecore.db"), { ...edgeMigrations, ...deviceTwinMigrations, ...upstreamMigrations });
   const metrics = new Metrics();
   const router = new Router(log.child("router"));
   const hub = new EdgeHub({
@@ -145,6 +150,7 @@ export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEd
     reconnectBaseMs: cfg.reconnectBaseMs,
     reconnectMaxMs: cfg.reconnectMaxMs,
     queueLimit: cfg.queueLimit,
+    reliable: new UpstreamQueue({ raw: store.raw, log: log.child("upstream"), metrics, limit: cfg.upstreamLimit, retryMs: cfg.upstreamRetryMs }),
     maxFrameBytes: cfg.maxFrameBytes,
   });
   router.register(hub);

@@ -61,7 +61,10 @@ export class MetaManager extends EventEmitter<{ change: [MetaChange] }> implemen
       case Op.insert:
       case Op.update:
       case Op.patch: {
-        if (ref.name === undefined && (ref.type === "podlist" || ref.type === "devicelist")) return void (await this.reconcile(ref.type.slice(0, -4), msg.content));
+        if (ref.name === undefined && (ref.type === "podlist" || ref.type === "devicelist")) {
+          await this.reconcile(ref.type.slice(0, -4), msg.content, msg.header.resourceversion);
+          return this.ack(msg);
+        }
         if (ref.name === undefined) return;
         const rv = msg.header.resourceversion ?? rvOf(msg.content);
         const existing = await this.db.selectFrom("meta").select(["resource_version"]).where("key", "=", resource).executeTakeFirst();
@@ -104,13 +107,17 @@ export class MetaManager extends EventEmitter<{ change: [MetaChange] }> implemen
   /**
    * The cloud's list of every pod (or device) bound to this node, sent on reconnect: stored objects
    * not in it were deleted while the link was down, so they are removed and their module is told.
+   * `listRv` (when numeric) is what the cloud's cache was current to when it made the list: an
+   * object stored with a newer resourceVersion was created after it (a resent, older list must not
+   * remove it).
    */
-  private async reconcile(type: string, content: unknown): Promise<void> {
+  private async reconcile(type: string, content: unknown, listRv?: string): Promise<void> {
     if (!Array.isArray(content)) return this.log?.warn(`${type}list without a list dropped`);
     const keep = new Set(content.map((p: { namespace?: string; name?: string }) => `${p?.namespace}/${type}/${p?.name}`));
-    const rows = await this.db.selectFrom("meta").select(["key", "value"]).where("type", "=", type).execute();
+    const rows = await this.db.selectFrom("meta").select(["key", "value", "resource_version"]).where("type", "=", type).execute();
     for (const row of rows) {
       if (keep.has(row.key)) continue;
+      if (listRv && isOlder(listRv, row.resource_version)) continue;
       await this.db.deleteFrom("meta").where("key", "=", row.key).execute();
       const ref = parseResource(row.key)!;
       const object = JSON.parse(row.value);

@@ -34,6 +34,8 @@ export interface Session {
 export interface CloudHubEvents {
   connected: [node: string];
   disconnected: [node: string];
+  /** An edge acknowledged the cloud message `parentId` (`operation: response`); the outbox listens. */
+  ack: [node: string, parentId: string];
   /** Every valid upstream message, after the router got it (tests, benches). */
   message: [node: string, msg: Message];
 }
@@ -180,7 +182,11 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
     this.messagesIn.inc();
     if (msg.route.operation === Op.keepalive) return;
     const internal: Message = { ...msg, route: { ...msg.route, resource: nodeResource(session.node, msg.route.resource) } };
-    this.router?.sendToGroup(cloudGroupFor(msg.route.source), internal);
+    if (msg.route.operation === Op.response && msg.header.parent_msg_id) {
+      // an ack of a cloud message: for the outbox (or a waiter), not for the controllers
+      this.emit("ack", session.node, msg.header.parent_msg_id);
+      this.router?.resolveReply(internal);
+    } else this.router?.sendToGroup(cloudGroupFor(msg.route.source), internal);
     this.emit("message", session.node, msg);
   }
 

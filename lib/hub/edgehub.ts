@@ -1,7 +1,8 @@
 /**
  * EdgeHub: the edge's lean, reconnecting link to CloudHub. Mutual TLS with the node's stored
  * credentials, keepalives as KubeEdge sends them, WebSocket ping/pong to notice a dead link in
- * seconds, exponential back-off with jitter, and a bounded queue while disconnected.
+ * seconds, exponential back-off with jitter, and a bounded queue while disconnected. Status and
+ * twin reports go through a persisted, acked queue instead (lib/edge/upstream.ts) when one is given.
  */
 import { WebSocket } from "ws";
 import { EventEmitter } from "node:events";
@@ -10,6 +11,7 @@ import { DEFAULT_PROJECT_ID, edgeGroupFor } from "./constants.ts";
 import type { Module, Router } from "../router.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
+import { reliableKey, type UpstreamQueue } from "../edge/upstream.ts";
 
 export interface EdgeHubOptions {
   /** Hub address `host:port`. */
@@ -27,6 +29,8 @@ export interface EdgeHubOptions {
   reconnectMaxMs: number;
   queueLimit: number;
   maxFrameBytes: number;
+  /** Persisted queue for the messages that must reach the cloud (acked); others stay in memory. */
+  reliable?: UpstreamQueue;
 }
 
 export interface EdgeHubEvents {
@@ -82,19 +86,41 @@ export class EdgeHub extends EventEmitter<EdgeHubEvents> implements Module {
     this.send(msg);
   }
 
-  /** Sends now when connected, else queues (bounded: the oldest message is dropped first). */
+  /**
+   * Sends now when connected, else queues: reports that must arrive in the persisted queue (sent
+   * again until acked), keepalives nowhere, the rest in memory (bounded: oldest dropped first).
+   */
   send(msg: Message): void {
+    const reliable = this.opts.reliable;
+    const key = reliable ? reliableKey(msg) : null;
+    if (reliable && key !== null) {
+      const out = reliable.put(key, msg);
+      if (out && this.isUp()) this.write(out);
+      return;
+    }
     const frame = encodeFrame(msg);
-    if (this.connected && this.ws?.readyState === WebSocket.OPEN) {
-      this.ws.send(frame);
+    if (this.isUp()) {
+      this.ws!.send(frame);
       this.messagesOut.inc();
       return;
     }
+    if (msg.route.operation === Op.keepalive) return; // a stale keepalive means nothing later
     if (this.queue.length >= this.opts.queueLimit) {
       this.queue.shift();
       this.dropped.inc();
     }
     this.queue.push(frame);
+  }
+
+  private isUp(): boolean {
+    return this.connected && this.ws?.readyState === WebSocket.OPEN;
+  }
+
+  /** Writes a message of the reliable queue and notes it as sent in this connection. */
+  private write(msg: Message): void {
+    this.ws!.send(encodeFrame(msg));
+    this.messagesOut.inc();
+    this.opts.reliable?.sent(msg);
   }
 
   private dial(): void {
@@ -136,10 +162,18 @@ export class EdgeHub extends EventEmitter<EdgeHubEvents> implements Module {
     this.lastPong = Date.now();
     this.opts.log.info("connected to cloud", { server: this.opts.server, node: this.opts.nodeName });
     this.send(newMessage({ source: "websocket", group: "resource", operation: Op.keepalive, resource: "node" }, "ping"));
+    for (const msg of this.opts.reliable?.connected() ?? []) this.write(msg);
     for (const frame of this.queue.splice(0)) {
       ws.send(frame);
       this.messagesOut.inc();
     }
+    const reliable = this.opts.reliable;
+    if (reliable)
+      this.timers.push(
+        setInterval(() => {
+          if (this.isUp()) for (const msg of reliable.due()) this.write(msg);
+        }, Math.min(1000, reliable.retryMs)),
+      );
     this.timers.push(setInterval(() => this.send(newMessage({ source: "websocket", group: "resource", operation: Op.keepalive, resource: "node" }, "ping")), this.opts.heartbeatMs));
     this.timers.push(
       setInterval(() => {
@@ -167,7 +201,9 @@ export class EdgeHub extends EventEmitter<EdgeHubEvents> implements Module {
     }
     this.messagesIn.inc();
     const group = edgeGroupFor(msg.route.group);
-    if (this.router?.resolveReply(msg)) {
+    if (msg.route.operation === Op.response && msg.header.parent_msg_id && this.opts.reliable?.ack(msg.header.parent_msg_id)) {
+      // the cloud has a report of ours: it left the persisted queue
+    } else if (this.router?.resolveReply(msg)) {
       // a reply a module was waiting for
     } else if (group) this.router?.sendToGroup(group, msg);
     else this.opts.log.debug("downstream message for no module", { group: msg.route.group, resource: msg.route.resource });

@@ -16,7 +16,10 @@ import { edgeMigrations, type EdgeDb } from "./store.ts";
 import { MetaManager } from "./metamanager.ts";
 import { UpstreamQueue, upstreamMigrations } from "./upstream.ts";
 import { MetaServer } from "./metaserver.ts";
-import { CriRuntime, DEFAULT_CRI_ENDPOINT, Edged, ProcessRuntime, type Runtime } from "./edged/index.ts";
+// edged's parts one by one, not its index: the cri runtime (gRPC, protobufjs) loads only with --runtime cri
+import { Edged } from "./edged/edged.ts";
+import { ProcessRuntime } from "./edged/process-runtime.ts";
+import { DEFAULT_CRI_ENDPOINT, type Runtime } from "./edged/runtime.ts";
 import { DeviceTwin, deviceTwinMigrations } from "./devicetwin/index.ts";
 import { EventBus } from "./eventbus/index.ts";
 import { MapperHost, PluginRegistry } from "./mapperhost/index.ts";
@@ -158,7 +161,7 @@ export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEd
   router.register(meta);
   let runtime: Runtime;
   if (cfg.runtime === "process") runtime = new ProcessRuntime({ stateDir: join(cfg.dataDir, "runtime", "process"), log: log.child("runtime") });
-  else if (cfg.runtime === "cri") runtime = new CriRuntime({ endpoint: cfg.criEndpoint, nodeName, log: log.child("runtime") });
+  else if (cfg.runtime === "cri") runtime = new (await import("./edged/cri-runtime.ts")).CriRuntime({ endpoint: cfg.criEndpoint, nodeName, log: log.child("runtime") });
   else throw new ConfigError(`--runtime: "${cfg.runtime}" is not a runtime (process or cri)`);
   const edged = new Edged({ nodeName, dataDir: cfg.dataDir, runtime, meta, log: log.child("edged"), metrics, nodeStatusIntervalMs: cfg.nodeStatusInterval * 1000, restartBackoffBaseMs: cfg.restartBackoffMs });
   router.register(edged);

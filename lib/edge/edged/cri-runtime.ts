@@ -20,9 +20,9 @@ import type { Logger } from "../../log.ts";
 import { CriClient, CriError, nsToMs, type Container, type ContainerConfigMsg, type ContainerStatusMsg, type Image, type PodSandboxConfig } from "./cri/client.ts";
 import { linuxLimits } from "./cri/quantity.ts";
 import { DEFAULT_LOG_MAX_BYTES, DEFAULT_LOG_MAX_FILES } from "./logs.ts";
-import { StartError, WaitingError, type ContainerConfig, type ContainerStatus, type NodeImage, type Runtime } from "./runtime.ts";
+import { DEFAULT_CRI_ENDPOINT, StartError, WaitingError, type ContainerConfig, type ContainerStatus, type NodeImage, type Runtime } from "./runtime.ts";
 
-export const DEFAULT_CRI_ENDPOINT = "unix:///run/containerd/containerd.sock";
+export { DEFAULT_CRI_ENDPOINT };
 
 /** Labels on every sandbox and container this runtime creates. */
 export const LABELS = {

@@ -36,6 +36,9 @@ export interface ContainerConfig {
   specHash?: string;
 }
 
+/** The containerd socket the `cri` runtime dials unless told otherwise (here, not in cri-runtime.ts, so naming it loads no gRPC). */
+export const DEFAULT_CRI_ENDPOINT = "unix:///run/containerd/containerd.sock";
+
 export type ContainerRunState = "created" | "running" | "exited";
 
 export interface ContainerStatus {

@@ -1,6 +1,5 @@
 #!/usr/bin/env bun
 /** edgecore: EdgeHub, MetaManager and the rest of the edge node. */
-import "reflect-metadata";
 import { configOrExit, dataFile, ensureDir, loggerFor, logOptions, onSignals, writeJsonAtomic } from "./lib/daemon.ts";
 import { edgeOptions, startEdge, type EdgeConfig } from "./lib/edge/edgecore.ts";
 

@@ -2,17 +2,18 @@
  * The edge side of the certificate service: the first join (join token, CA pinned to the token's
  * hash) and renewal with the current certificate. Credentials live in <dataDir>/certs as ca.crt,
  * node.crt and node.key (SEC 1 PEM, mode 0600), the layout KubeEdge's edgecore keeps too.
+ *
+ * Reading the stored credentials (every start) uses node:crypto's X509Certificate; @peculiar/x509
+ * (≈ 10 MiB of RSS with its ASN.1 and DI stack) is imported only to join or renew.
  */
-import { createHash } from "node:crypto";
+import { X509Certificate, createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
-import https from "node:https";
 import { join } from "node:path";
 import type { Logger } from "../log.ts";
-import { nodeCommonName, nodesOrganization } from "./ca.ts";
 import { writeFileAtomic } from "../files.ts";
-import { generateEcKey, pemDecode, pemEncode, sec1PublicSpki } from "./keys.ts";
+import { ecdsaP256, generateEcKey, pemDecode, pemEncode, sec1PublicSpki } from "./keys.ts";
 import { splitToken } from "./token.ts";
-import { ecdsaP256, x509 } from "./x509.ts";
+import type { x509 } from "./x509.ts";
 
 export interface EdgeCredentials {
   caPem: string;
@@ -57,6 +58,7 @@ export async function joinCloud(opts: JoinOptions): Promise<EdgeCredentials> {
         "refusing to trust it (wrong cloud address, or a token from another cloud)",
     );
   }
+  const { x509 } = await import("./x509.ts");
   let caCert: x509.X509Certificate;
   try {
     caCert = new x509.X509Certificate(caRes);
@@ -77,10 +79,10 @@ export function loadEdgeCredentials(dataDir: string): EdgeCredentials | null {
   const caPem = readFileSync(paths.ca, "utf8");
   const certPem = readFileSync(paths.cert, "utf8");
   const keyPem = readFileSync(paths.key, "utf8");
-  let cert: x509.X509Certificate;
+  let cert: X509Certificate;
   let keySpki: Buffer;
   try {
-    cert = new x509.X509Certificate(pemDecode(certPem, "CERTIFICATE"));
+    cert = new X509Certificate(Buffer.from(pemDecode(certPem, "CERTIFICATE")));
   } catch (e) {
     throw new Error(`cannot read the node certificate ${paths.cert}: ${(e as Error).message}`);
   }
@@ -89,10 +91,12 @@ export function loadEdgeCredentials(dataDir: string): EdgeCredentials | null {
   } catch (e) {
     throw new Error(`cannot read the node key ${paths.key}: ${(e as Error).message}`);
   }
-  if (!keySpki.equals(Buffer.from(cert.publicKey.rawData))) {
+  if (!keySpki.equals(cert.publicKey.export({ type: "spki", format: "der" }))) {
     throw new Error(`${paths.key} is not the key of ${paths.cert}: remove ${certsDir(dataDir)} and join again with a token`);
   }
-  return { caPem, certPem, keyPem, notBefore: cert.notBefore, notAfter: cert.notAfter };
+  // validFromDate/validToDate: Bun and Node ≥ 22.10; the strings ("Nov 25 22:25:27 2026 GMT") elsewhere
+  const dates = cert as X509Certificate & { validFromDate?: Date; validToDate?: Date };
+  return { caPem, certPem, keyPem, notBefore: dates.validFromDate ?? new Date(cert.validFrom), notAfter: dates.validToDate ?? new Date(cert.validTo) };
 }
 
 /**
@@ -110,6 +114,7 @@ export async function renewIfDue(opts: RenewOptions): Promise<boolean> {
     throw new Error(`the node certificate expired at ${current.notAfter.toISOString()} and cannot authenticate a renewal: join again with a token`);
   }
   opts.log.info("node certificate is due for renewal", { node: opts.nodeName, notAfter: current.notAfter.toISOString() });
+  const { x509 } = await import("./x509.ts");
   const caCert = new x509.X509Certificate(pemDecode(current.caPem, "CERTIFICATE"));
   const issued = await requestNodeCert(opts.httpsAddr, opts.nodeName, current.caPem, caCert, {
     certPem: current.certPem,
@@ -129,6 +134,7 @@ async function requestNodeCert(
   caCert: x509.X509Certificate,
   auth: CertAuth,
 ): Promise<{ certPem: string; keyPem: string }> {
+  const [{ x509 }, { nodeCommonName, nodesOrganization }] = await Promise.all([import("./x509.ts"), import("./ca.ts")]);
   const key = await generateEcKey();
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({
     name: `O=${nodesOrganization}, CN=${nodeCommonName(nodeName)}`,
@@ -180,7 +186,7 @@ function credentialPaths(dataDir: string): { ca: string; cert: string; key: stri
 }
 
 /** One GET to the certificate service; resolves with the body of a 200, rejects naming the status and body otherwise. */
-function httpsGet(
+async function httpsGet(
   addr: string,
   path: string,
   tlsOptions: { ca?: string; cert?: string; key?: string; rejectUnauthorized?: boolean },
@@ -188,6 +194,7 @@ function httpsGet(
   body?: Uint8Array,
 ): Promise<Uint8Array> {
   const { host, port } = parseHostPort(addr);
+  const https = await import("node:https"); // joins and renewals only: a start on stored credentials does without
   return new Promise((resolve, reject) => {
     const fail = (e: Error) => reject(new Error(`certificate service at ${addr}: GET ${path} failed: ${e.message}`));
     const req = https.request(

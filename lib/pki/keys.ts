@@ -1,6 +1,8 @@
 /** PEM framing and ECDSA P-256 keys in the SEC 1 form KubeEdge stores ("EC PRIVATE KEY"). */
 import { createPrivateKey, createPublicKey } from "node:crypto";
-import { ecdsaP256 } from "./x509.ts";
+
+/** The only key type Outpost issues and accepts: KubeEdge's edge and hub use ECDSA P-256 / SHA-256. */
+export const ecdsaP256 = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
 
 export function pemEncode(label: string, der: Uint8Array): string {
   const b64 = Buffer.from(der).toString("base64");

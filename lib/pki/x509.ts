@@ -8,6 +8,5 @@ import * as x509 from "@peculiar/x509";
 x509.cryptoProvider.set(globalThis.crypto);
 
 export { x509 };
-
-/** The only key type Outpost issues and accepts: KubeEdge's edge and hub use ECDSA P-256 / SHA-256. */
-export const ecdsaP256 = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
+// defined beside the key helpers, which must not load @peculiar/x509 (edgecore reads its credentials without it)
+export { ecdsaP256 } from "./keys.ts";

@@ -13,8 +13,9 @@
  * topic) are published; `subscribe` / `unsubscribe` add or drop extra topics, forwarded up too.
  */
 import { createServer, type Server } from "node:net";
-import { Aedes, type AedesPublishPacket } from "aedes";
-import { connect, type MqttClient } from "mqtt";
+// each mode imports its own stack when it starts: the mqtt client (and its socks/lru-cache/worker-timers) only for an external broker
+import type { Aedes, AedesPublishPacket } from "aedes";
+import type { MqttClient } from "mqtt";
 import * as v from "valibot";
 import { MembershipGetSchema, StateUpdateSchema, TwinGetSchema, TwinUpdateSchema, describeIssues, type ErrorResult } from "../../../schemas/devices.ts";
 import { parseListen } from "../../config.ts";
@@ -133,6 +134,7 @@ export class EventBus implements Module {
 
   private async startInternal(): Promise<void> {
     const listen = parseListen(this.opts.listen ?? "127.0.0.1:1883");
+    const { Aedes } = await import("aedes");
     const broker = await Aedes.createBroker();
     this.broker = broker;
     broker.on("clientError", (client, err) => this.log?.debug("mqtt client error", { client: client?.id, err: err.message }));
@@ -151,6 +153,7 @@ export class EventBus implements Module {
   }
 
   private async startExternal(url: string): Promise<void> {
+    const { connect } = await import("mqtt");
     const client = connect(url, { clientId: `hub-client-sub-${Date.now()}-${Math.random().toString(16).slice(2, 8)}`, clean: true, reconnectPeriod: 1000, connectTimeout: 5000 });
     this.client = client;
     client.on("message", (topic, payload) => this.onMessage(topic, payload));

@@ -18,5 +18,6 @@ try {
   process.exit(1);
 }
 writeJsonAtomic(dataFile(cfg.dataDir, "endpoints.json"), edge.endpoints);
-log.info("edgecore ready", { node: edge.nodeName, ...edge.endpoints });
+// handlers before the announcement: a SIGTERM sent as soon as "ready" is read must find them in place
 onSignals(log, edge.stop);
+log.info("edgecore ready", { node: edge.nodeName, ...edge.endpoints });

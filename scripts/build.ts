@@ -14,10 +14,13 @@ const external = ["@abandonware/bluetooth-hci-socket", "proper-lockfile"].map((p
  * --splitting: each dynamic import() (the mappers' protocol stacks, the CRI client, the join tooling)
  * becomes its own chunk inside the executable, read and parsed only when imported; without it the
  * bundle is one source the process holds from the start (node-opcua alone: ≈ 8 MiB of RSS).
+ * edgecore runs with Bun's --smol (a smaller JS heap, collected more often): ≈ 4 MiB less RSS idle;
+ * the hub bench under --smol moves as many messages per second for the same CPU time.
  */
+const runtimeFlags: Record<string, string[]> = { cloudcore: [], edgecore: ["--compile-exec-argv=--smol"] };
 
 for (const name of ["cloudcore", "edgecore"]) {
-  const args = ["build", "--compile", "--splitting", "--minify", "--sourcemap=none", ...external, `${name}.ts`, "--outfile", `dist/${name}`];
+  const args = ["build", "--compile", "--splitting", ...runtimeFlags[name]!, "--minify", "--sourcemap=none", ...external, `${name}.ts`, "--outfile", `dist/${name}`];
   const r = spawnSync(process.execPath, args, { encoding: "utf8" });
   if (r.status !== 0) {
     process.stderr.write(`bun ${args.join(" ")} failed:\n${r.stdout}${r.stderr}`);

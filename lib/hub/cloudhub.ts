@@ -21,6 +21,8 @@ export interface CloudHubOptions {
   maxFrameBytes: number;
   /** A session without any message for this long is closed (KubeEdge: 30 s). */
   keepaliveTimeoutMs: number;
+  /** Unsent bytes a session may hold before its node counts as a slow consumer (default 4 × maxFrameBytes). */
+  maxBufferedBytes?: number;
 }
 
 export interface Session {
@@ -51,6 +53,7 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
   private readonly messagesOut;
   private readonly refusals;
   private readonly badFrames;
+  private readonly slowConsumers;
   port = 0;
 
   constructor(private readonly opts: CloudHubOptions) {
@@ -61,6 +64,7 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
     this.messagesIn = messages.with({ direction: "in" });
     this.messagesOut = messages.with({ direction: "out" });
     this.refusals = m.counter("outpost_cloudhub_refused_connections_total", "Connections refused, by reason.");
+    this.slowConsumers = m.counter("outpost_cloudhub_slow_consumers_total", "Sessions closed because the node did not read its messages.");
     this.badFrames = m.counter("outpost_cloudhub_bad_frames_total", "Upstream frames dropped as malformed.");
   }
 
@@ -104,13 +108,27 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
     return [...this.sessions.keys()];
   }
 
-  /** Sends a wire-form message to a node. Returns false when the node has no session. */
+  /**
+   * Sends a wire-form message to a node. Returns false when the node has no session. A node that
+   * does not read (its unsent bytes pass maxBufferedBytes) is disconnected instead of letting the
+   * cloud's memory grow: what it missed is still in the outbox and goes again when it is back.
+   */
   sendToNode(node: string, msg: Message): boolean {
     const s = this.sessions.get(node);
     if (!s || !s.conn.isOpen) return false;
+    if (s.conn.socket.writableLength > this.maxBuffered) {
+      this.slowConsumers.inc();
+      this.opts.log.warn("node does not read its messages, disconnecting it", { node, bufferedBytes: s.conn.socket.writableLength });
+      s.conn.terminate();
+      return false;
+    }
     s.conn.send(encodeFrame(msg));
     this.messagesOut.inc();
     return true;
+  }
+
+  private get maxBuffered(): number {
+    return this.opts.maxBufferedBytes ?? 4 * this.opts.maxFrameBytes;
   }
 
   private refuse(reason: string, line: string): void {

@@ -29,6 +29,7 @@ try {
   log.error("cloudcore failed to start", { err: e instanceof Error ? e.message : String(e) });
   process.exit(1);
 }
+// handlers first: whoever reads "ready" may signal at once
+onSignals(log, cloud.stop);
 writeJsonAtomic(dataFile(cfg.dataDir, "endpoints.json"), cloud.endpoints);
 log.info("cloudcore ready", cloud.endpoints);
-onSignals(log, cloud.stop);

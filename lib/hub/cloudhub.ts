@@ -89,9 +89,15 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
 
   async stop(): Promise<void> {
     clearInterval(this.sweeper);
+    // stop listening first: an edge redials within a fraction of a second and must not land on a
+    // hub that is going away
+    this.stopping = true;
+    const closed = new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     for (const s of this.sessions.values()) s.conn.close(CloseCode.goingAway, "cloudcore stopping");
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    await closed;
   }
+
+  private stopping = false;
 
   /** Cloud-internal messages carry `node/<id>/<resource>`: strip the prefix and send. */
   handle(msg: Message): void {
@@ -138,6 +144,7 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
 
   private async onSecureConnection(sock: tls.TLSSocket): Promise<void> {
     sock.on("error", () => {});
+    if (this.stopping) return void sock.destroy();
     const remote = `${sock.remoteAddress}:${sock.remotePort}`;
     let req;
     try {

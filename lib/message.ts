@@ -74,6 +74,10 @@ export function parseFrame(text: string): Message {
   } catch (e) {
     throw new FrameError(`not JSON: ${(e as Error).message}`);
   }
+  // valibot's object() also takes arrays; a message, its header and its route must be plain objects
+  const d = doc as { header?: unknown; route?: unknown };
+  for (const [what, x] of [["message", doc], ["header", d?.header], ["route", d?.route]] as const)
+    if (Array.isArray(x)) throw new FrameError(`not a message: ${what} must be an object, not an array`);
   const r = v.safeParse(MessageSchema, doc);
   if (!r.success) {
     const issue = r.issues[0];

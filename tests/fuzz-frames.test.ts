@@ -32,7 +32,7 @@ const BASES: Json[] = [
 
 // ---- the oracle: what MessageSchema accepts, written out independently ------------------------
 
-const isObj = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null; // valibot's object() also takes arrays
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v); // parseFrame refuses arrays
 const optStr = (v: unknown, max = Infinity) => v === undefined || (typeof v === "string" && v.length <= max);
 
 function isMessage(doc: unknown): boolean {

@@ -26,6 +26,8 @@ describe("message model", () => {
     [`{"header":{},"route":{}}`, "header.msg_id"],
     [`{"header":{"msg_id":"x","timestamp":"now"},"route":{}}`, "header.timestamp"],
     [`{"header":{"msg_id":"x"},"route":{"source":5}}`, "route.source"],
+    [`{"header":{"msg_id":"x"},"route":[]}`, "route must be an object"],
+    [`{"header":[],"route":{}}`, "header must be an object"],
   ])("malformed frame %p is refused naming %p", (text, why) => {
     expect(() => parseFrame(text)).toThrow(FrameError);
     expect(() => parseFrame(text)).toThrow(why);

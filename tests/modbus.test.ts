@@ -50,6 +50,9 @@ describe("modbus codec", () => {
     for (const layout of [{}, { isSwap: true }, { isRegisterSwap: true }, { isSwap: true, isRegisterSwap: true }])
       expect(decodeWords(encodeWords(-123456, 2, "int", layout), "int", layout)).toBe(-123456);
     expect(() => decodeWords([1, 2, 3], "int", {})).toThrow(/limit 1, 2 or 4/);
+    expect(() => encodeWords(99999, 1, "int", {})).toThrow(/does not fit 1 register as a signed integer \(-32768..32767\)/);
+    expect(() => encodeWords(-1, 2, "uint", {})).toThrow(/unsigned/);
+    expect(encodeWords(65535, 1, "uint", {})).toEqual([0xffff]);
   });
 
   test("adjacent registers are planned into one read", () => {

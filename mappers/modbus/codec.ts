@@ -47,7 +47,18 @@ export function decodeWords(words: number[], kind: NumberKind, layout: WordLayou
 }
 
 /** Encodes a number into `count` registers (1, 2 or 4). */
+/** Largest magnitudes `count` registers hold for each kind (float holds anything finite). */
+function checkRange(value: number, count: number, kind: NumberKind): void {
+  if (!Number.isFinite(value)) throw new RangeError(`${value} cannot be written to registers`);
+  if (kind === "float") return;
+  const bits = count * 16;
+  const [lo, hi] = kind === "int" ? [-(2 ** (bits - 1)), 2 ** (bits - 1) - 1] : [0, 2 ** bits - 1];
+  const n = Math.round(value);
+  if (n < lo || n > hi) throw new RangeError(`${value} does not fit ${count} register${count > 1 ? "s" : ""} as ${kind === "int" ? "a signed" : "an unsigned"} integer (${lo}..${hi})`);
+}
+
 export function encodeWords(value: number, count: number, kind: NumberKind, layout: WordLayout): number[] {
+  if (count === 1 || count === 2 || count === 4) checkRange(value, count, kind);
   const b = Buffer.alloc(count * 2);
   switch (count) {
     case 1:

@@ -5,11 +5,12 @@
  * CRI client (ListContainers), never through edgecore.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { CriClient, CriRuntime, CRI_LABELS, parseCriLog } from "../lib/edge/edged/index.ts";
 import { BUSYBOX_IMAGE, startContainerd, type Containerd } from "./helpers/containerd.ts";
 import { ROOT, eventually, joinToken, requireTool, run, startCloud, startEdge, tmpDir, type Cloud, type Daemon, type Edge } from "./helpers/daemons.ts";
+import { kubectlFor } from "./helpers/kubectl.ts";
 
 function isRoot(): boolean {
   if (process.getuid?.() === 0) return true;
@@ -32,19 +33,8 @@ let cri: CriClient;
 let cloud: Cloud;
 let edge: Edge;
 const out = tmpDir("cri-out");
-const home = tmpDir("kubectl-home");
 
-const kubectl = async (...args: string[]) => {
-  const r = await run("kubectl", ["--kubeconfig", join(cloud.dataDir, "kubeconfig"), ...args], { env: { HOME: home }, timeoutMs: 60_000 });
-  if (r.code !== 0) throw new Error(`kubectl ${args.join(" ")} failed: ${r.stderr}`);
-  return r.stdout;
-};
-const apply = async (yaml: string) => {
-  const f = join(tmpDir("yaml"), "x.yaml");
-  writeFileSync(f, yaml);
-  return kubectl("apply", "-f", f);
-};
-const podJson = async (name: string) => JSON.parse(await kubectl("get", "pod", name, "-o", "json"));
+const { kubectl, apply, podJson } = kubectlFor(() => cloud.dataDir);
 /** The CRI containers of a pod (by our labels), as containerd lists them. */
 const containersOf = async (pod: string) => cri.listContainers({ [CRI_LABELS.node]: NODE, [CRI_LABELS.podName]: pod });
 const edgeArgs = (endpoint: string) => ["--runtime", "cri", "--cri-endpoint", endpoint, "--node-status-interval", "2", "--restart-backoff-ms", "300"];

@@ -3,9 +3,10 @@
  * child processes. Pods write what they see into a hostPath directory the test reads.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { eventually, joinToken, requireTool, run, startCloud, startEdge, tmpDir, type Cloud, type Daemon, type Edge } from "./helpers/daemons.ts";
+import { kubectlFor } from "./helpers/kubectl.ts";
 
 /** pgrep looks at the whole machine: markers are unique to this run, so parallel runs do not mix. */
 const MARK = `outpost-e2e-${process.pid}-`;
@@ -14,19 +15,8 @@ const running: Daemon[] = [];
 let cloud: Cloud;
 let edge: Edge;
 const out = tmpDir("pods-out");
-const home = tmpDir("kubectl-home");
 
-const kubectl = async (...args: string[]) => {
-  const r = await run("kubectl", ["--kubeconfig", join(cloud.dataDir, "kubeconfig"), ...args], { env: { HOME: home }, timeoutMs: 60_000 });
-  if (r.code !== 0) throw new Error(`kubectl ${args.join(" ")} failed: ${r.stderr}`);
-  return r.stdout;
-};
-const apply = async (yaml: string) => {
-  const f = join(tmpDir("yaml"), "x.yaml");
-  writeFileSync(f, yaml);
-  return kubectl("apply", "-f", f);
-};
-const podJson = async (name: string) => JSON.parse(await kubectl("get", "pod", name, "-o", "json"));
+const { kubectl, apply, podJson } = kubectlFor(() => cloud.dataDir);
 const pgrep = async (marker: string) => (await run("pgrep", ["-f", marker])).stdout.split("\n").filter(Boolean).length;
 
 beforeAll(async () => {

@@ -1,28 +1,11 @@
 /** Shapes shared by the embedded API's modules. Objects are plain JSON, as on the wire. */
+import type { ObjectMeta } from "../meta.ts";
 
 export type KObject = Record<string, unknown> & {
   apiVersion?: string;
   kind?: string;
-  metadata?: KMeta;
+  metadata?: ObjectMeta;
 };
-
-export interface KMeta {
-  name?: string;
-  generateName?: string;
-  namespace?: string;
-  uid?: string;
-  resourceVersion?: string;
-  generation?: number;
-  creationTimestamp?: string;
-  deletionTimestamp?: string;
-  deletionGracePeriodSeconds?: number;
-  labels?: Record<string, string>;
-  annotations?: Record<string, string>;
-  finalizers?: string[];
-  ownerReferences?: Array<Record<string, unknown> & { uid?: string }>;
-  managedFields?: unknown;
-  [k: string]: unknown;
-}
 
 export type WatchEventType = "ADDED" | "MODIFIED" | "DELETED";
 
@@ -39,7 +22,7 @@ export interface StoreEvent {
   prev?: KObject;
 }
 
-export function meta(obj: KObject): KMeta {
+export function meta(obj: KObject): ObjectMeta {
   if (!obj.metadata || typeof obj.metadata !== "object") obj.metadata = {};
   return obj.metadata;
 }

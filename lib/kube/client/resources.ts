@@ -1,4 +1,5 @@
 /** Addressing of API resources: group/version/resource + scope, and the REST paths built from them. */
+import type { ObjectMeta } from "../meta.ts";
 
 export interface ResourceRef {
   /** "" for the core group. */
@@ -11,23 +12,7 @@ export interface ResourceRef {
   kind?: string;
 }
 
-/** Object metadata as the client needs it; the rest of an object is free-form. */
-export interface ObjectMeta {
-  name?: string;
-  generateName?: string;
-  namespace?: string;
-  uid?: string;
-  resourceVersion?: string;
-  generation?: number;
-  creationTimestamp?: string;
-  deletionTimestamp?: string;
-  deletionGracePeriodSeconds?: number;
-  labels?: Record<string, string>;
-  annotations?: Record<string, string>;
-  finalizers?: string[];
-  ownerReferences?: Array<Record<string, unknown>>;
-  [key: string]: unknown;
-}
+export type { ObjectMeta };
 
 export interface KubeObject {
   apiVersion?: string;

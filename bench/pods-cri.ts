@@ -7,19 +7,18 @@
  * (sandbox + create + start per pod, 10 in flight), without cloud, hub or Edged.
  *   bun bench/pods-cri.ts [--quick]     (needs root, containerd, runc, busybox-static: skipped otherwise)
  */
-import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { CriRuntime } from "../lib/edge/edged/cri-runtime.ts";
-import { InformerFactory, KubeClient, Resources, type KubeObject } from "../lib/kube/client/index.ts";
+import { Resources } from "../lib/kube/client/index.ts";
 import { BUSYBOX_IMAGE, containerdMissing, startContainerd, type Containerd } from "../tests/helpers/containerd.ts";
-import { eventually, joinToken, startCloud, startEdge, tmpDir, type Daemon } from "../tests/helpers/daemons.ts";
+import { tmpDir, type Daemon } from "../tests/helpers/daemons.ts";
+import { pool, rssOf, startPodCluster, wall } from "./lib-pods.ts";
 import { percentile, printTable, quick, recordResults, rssMiB, type Row } from "./lib.ts";
 
 const N = quick ? 10 : 50;
 const IN_FLIGHT = 10;
 const NODE = "bench-cri";
 const WAIT_MS = quick ? 60_000 : 180_000;
-const wall = () => performance.timeOrigin + performance.now();
 
 const missing = containerdMissing();
 if (missing) {
@@ -27,21 +26,6 @@ if (missing) {
   process.exit(0);
 }
 
-async function pool(n: number, fn: (i: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: IN_FLIGHT }, async () => {
-      while (next < n) await fn(next++);
-    }),
-  );
-}
-const rssOf = (pid: number | undefined) => {
-  try {
-    return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]) / 1024;
-  } catch {
-    return NaN;
-  }
-};
 
 let containerd: Containerd | undefined;
 const daemons: Daemon[] = [];
@@ -54,7 +38,7 @@ try {
   await rt.recover();
   const baseDir = tmpDir("bench-cri-direct");
   const baseLat: number[] = [];
-  await pool(N, async (i) => {
+  await pool(N, IN_FLIGHT, async (i) => {
     const t0 = wall();
     const id = await rt.createContainer({
       podUid: `direct-${i}`,
@@ -71,35 +55,17 @@ try {
     await rt.startContainer(id);
     baseLat.push(wall() - t0);
   });
-  await pool(N, (i) => rt.removePod(`direct-${i}`));
+  await pool(N, IN_FLIGHT, (i) => rt.removePod(`direct-${i}`));
   await rt.close();
   baseLat.sort((a, b) => a - b);
 
   // ---- Outpost: cloudcore + edgecore --runtime cri, pods through the API ----------------
-  const cloud = await startCloud();
-  daemons.push(cloud.daemon);
-  const edge = await startEdge({ node: NODE, cloud: cloud.endpoints, token: await joinToken(cloud.dataDir), args: ["--node-status-interval", "2", "--runtime", "cri", "--cri-endpoint", containerd.endpoint] });
-  daemons.push(edge.daemon);
-  const client = KubeClient.fromKubeconfig(join(cloud.dataDir, "kubeconfig"));
-  await eventually(async () => {
-    const node = await client.get(Resources.nodes, NODE);
-    return ((node as { status?: { conditions?: { type: string; status: string }[] } }).status?.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True");
-  }, 20_000, "node Ready");
-  const factory = new InformerFactory(client);
-  const pods = factory.informer(Resources.pods, { namespace: "default" });
-  await pods.waitForSync(10_000);
-  const runningAt = new Map<string, number>();
-  const seen = (o: KubeObject) => {
-    const name = o.metadata?.name ?? "";
-    if ((o as { status?: { phase?: string } }).status?.phase === "Running" && !runningAt.has(name)) runningAt.set(name, wall());
-  };
-  pods.on("add", seen);
-  pods.on("update", (_a, b) => seen(b));
+  const { cloud, edge, client, factory, pods, runningAt } = await startPodCluster(NODE, ["--runtime", "cri", "--cri-endpoint", containerd.endpoint], daemons);
 
   const createdAt = new Map<string, number>();
   const name = (i: number) => `cri-${i}`;
   const t0 = performance.now();
-  await pool(N, async (i) => {
+  await pool(N, IN_FLIGHT, async (i) => {
     const pod = {
       metadata: { name: name(i), namespace: "default", labels: { bench: "pods-cri" } },
       spec: { nodeName: NODE, restartPolicy: "Never", terminationGracePeriodSeconds: 0, containers: [{ name: "main", image: BUSYBOX_IMAGE, command: ["sleep", "300"] }] },
@@ -124,7 +90,7 @@ try {
     exitCode = 1;
   }
 
-  await pool(N, async (i) => {
+  await pool(N, IN_FLIGHT, async (i) => {
     await client.delete(Resources.pods, name(i), { namespace: "default", gracePeriodSeconds: 0 }).catch(() => {});
   });
   const delDeadline = Date.now() + 60_000;

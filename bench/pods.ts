@@ -11,8 +11,9 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { InformerFactory, KubeClient, Resources, type KubeObject } from "../lib/kube/client/index.ts";
-import { eventually, joinToken, startCloud, startEdge, tmpDir, type Daemon } from "../tests/helpers/daemons.ts";
+import { Resources } from "../lib/kube/client/index.ts";
+import { tmpDir, type Daemon } from "../tests/helpers/daemons.ts";
+import { pool, rssOf, startPodCluster, wall } from "./lib-pods.ts";
 import { percentile, printTable, quick, recordResults, rssMiB, type Row } from "./lib.ts";
 
 const N = quick ? 30 : 200;
@@ -20,7 +21,6 @@ const IN_FLIGHT = 10;
 const NODE = "bench-pods";
 const TAG = "outpost-bench-pod";
 const WAIT_MS = quick ? 30_000 : 120_000;
-const wall = () => performance.timeOrigin + performance.now(); // ms since the epoch, sub-ms
 
 const script = (file: string) => `echo "$$ $(date +%s%N)" > "${file}"; sleep 300 # ${TAG}`;
 /** Pod commands expand `$(VAR)` and turn `$$` into `$`, as Kubernetes does: escape every `$`. */
@@ -31,13 +31,6 @@ function readMarker(path: string): { pid: number; atMs: number } | undefined {
   const m = /^(\d+) (\d+)\s*$/.exec(readFileSync(path, "utf8"));
   return m ? { pid: Number(m[1]), atMs: Number(BigInt(m[2]!) / 1000n) / 1000 } : undefined;
 }
-const rssOf = (pid: number | undefined) => {
-  try {
-    return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]) / 1024;
-  } catch {
-    return NaN;
-  }
-};
 /** Kills a pod process we know by pid, only if it is still one of ours. */
 function killIfOurs(pid: number): void {
   try {
@@ -46,18 +39,12 @@ function killIfOurs(pid: number): void {
     /* gone */
   }
 }
-async function pool(n: number, fn: (i: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(Array.from({ length: IN_FLIGHT }, async () => {
-    while (next < n) await fn(next++);
-  }));
-}
 
 // ---- baseline: the same shell straight from child_process --------------------------------
 const baseDir = tmpDir("bench-pods-raw");
 const baseStart: number[] = [];
 const children: ChildProcess[] = [];
-await pool(N, async (i) => {
+await pool(N, IN_FLIGHT, async (i) => {
   const file = join(baseDir, `p${i}`);
   const t0 = wall();
   const child = spawn("sh", ["-c", script(file)], { stdio: "ignore", detached: true });
@@ -80,31 +67,12 @@ const daemons: Daemon[] = [];
 const markDir = tmpDir("bench-pods-mark");
 let exitCode = 0;
 try {
-  const cloud = await startCloud();
-  daemons.push(cloud.daemon);
-  const edge = await startEdge({ node: NODE, cloud: cloud.endpoints, token: await joinToken(cloud.dataDir), args: ["--node-status-interval", "2"] });
-  daemons.push(edge.daemon);
-  const client = KubeClient.fromKubeconfig(join(cloud.dataDir, "kubeconfig"));
-  await eventually(async () => {
-    const node = await client.get(Resources.nodes, NODE);
-    return ((node as { status?: { conditions?: { type: string; status: string }[] } }).status?.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True");
-  }, 20_000, "node Ready");
-
-  const factory = new InformerFactory(client);
-  const pods = factory.informer(Resources.pods, { namespace: "default" });
-  await pods.waitForSync(10_000);
-  const runningAt = new Map<string, number>();
-  const seen = (o: KubeObject) => {
-    const name = o.metadata?.name ?? "";
-    if ((o as { status?: { phase?: string } }).status?.phase === "Running" && !runningAt.has(name)) runningAt.set(name, wall());
-  };
-  pods.on("add", seen);
-  pods.on("update", (_a, b) => seen(b));
+  const { cloud, edge, client, factory, pods, runningAt } = await startPodCluster(NODE, [], daemons);
 
   const createdAt = new Map<string, number>();
   const name = (i: number) => `bench-${i}`;
   const t0 = performance.now();
-  await pool(N, async (i) => {
+  await pool(N, IN_FLIGHT, async (i) => {
     const pod = {
       metadata: { name: name(i), namespace: "default", labels: { bench: "pods" } },
       spec: {
@@ -148,7 +116,7 @@ try {
   }
 
   // ---- clean up: delete every pod (grace 0) and wait until the edge has stopped them ----
-  await pool(N, async (i) => {
+  await pool(N, IN_FLIGHT, async (i) => {
     await client.delete(Resources.pods, name(i), { namespace: "default", gracePeriodSeconds: 0 }).catch(() => {});
   });
   const delDeadline = Date.now() + 30_000;

@@ -6,7 +6,8 @@ import { fileURLToPath } from "node:url";
 const dir = fileURLToPath(new URL(".", import.meta.url));
 const args = process.argv.slice(2);
 rmSync(`${dir}/results.json`, { force: true });
-const benches = readdirSync(dir).filter((f) => f.endsWith(".ts") && !["run.ts", "lib.ts"].includes(f)).sort();
+// lib*.ts are shared helpers, not benches
+const benches = readdirSync(dir).filter((f) => f.endsWith(".ts") && f !== "run.ts" && !f.startsWith("lib")).sort();
 let failed = 0;
 for (const b of benches) {
   const r = spawnSync(process.execPath, [`${dir}/${b}`, ...args], { stdio: "inherit", timeout: 15 * 60_000 });

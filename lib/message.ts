@@ -132,3 +132,16 @@ export function splitNodeResource(resource: string): { node: string; resource: s
   const node = resource.slice(5, i);
   return node ? { node, resource: resource.slice(i + 1) } : null;
 }
+
+/** Compares two resourceVersions as integers when both are; undefined when they cannot be compared. */
+export function compareRv(a: string | undefined, b: string | undefined): number | undefined {
+  if (!a || !b || !/^\d+$/.test(a) || !/^\d+$/.test(b)) return undefined;
+  const x = BigInt(a);
+  const y = BigInt(b);
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/** True when `incoming` is a strictly older resourceVersion than `stored` (false when either is not a number). */
+export function isOlderRv(incoming: string | undefined, stored: string | undefined): boolean {
+  return compareRv(incoming, stored) === -1;
+}

@@ -542,6 +542,50 @@ describe("device twin rules", () => {
     expect(edge.twin.getDevice("factory/press-1")).toBeUndefined();
   });
 
+  test("Outpost's cloud messages: membership and desired deltas without versions win like a Device update, are acked, stale resends are ignored", async () => {
+    const { edge, a } = await fresh();
+    const fromCloud = (resource: string, content: unknown, rv: string) => {
+      const m = newMessage({ source: "devicecontroller", group: "twin", operation: "update", resource }, content, { resourceversion: rv });
+      edge.router.sendToGroup("twin", m);
+      return m.header.msg_id;
+    };
+    const acked = (id: string) => (m: Message) => m.route.operation === "response" && m.header.parent_msg_id === id;
+    const up0 = edge.upstream.mark();
+    const withRv = (rv: string, setpoint: string) => ({ ...device("thermo-9", { setpoint }), metadata: { name: "thermo-9", namespace: "default", uid: "uid-thermo-9", resourceVersion: rv } });
+    // a new device: membership (with desired values, no versions), then the object
+    const mid = fromCloud("membership", { added_devices: [{ id: "default/thermo-9", name: "thermo-9", twin: { setpoint: { expected: { value: "12" }, metadata: { type: "int" }, optional: false } } }], removed_devices: [] }, "100");
+    await edge.upstream.wait(acked(mid), up0);
+    expect(edge.twin.getDevice("default/thermo-9")!.twins.setpoint!.expected!.value).toBe("12");
+    cloud(edge.router, "insert", "default/device/thermo-9", withRv("100", "12"));
+    await sleep(30);
+    // an app sets a desired value on the edge; the cloud's delta then wins
+    await a.pub(T("default/thermo-9", "twin/update"), { event_id: "x", twin: { setpoint: { expected: { value: "40" } } } });
+    await a.got.wait((g) => g.topic === T("default/thermo-9", "twin/update/result"));
+    const from = a.got.mark();
+    const did = fromCloud("device/default/thermo-9/twin/cloud_updated", { event_id: "d", timestamp: 1, twin: { setpoint: { expected: { value: "15" }, metadata: { type: "int" }, optional: false } } }, "105");
+    await edge.upstream.wait(acked(did), up0);
+    const delta = await a.got.wait((g) => g.topic === T("default/thermo-9", "twin/update/delta"), from);
+    expect(delta.payload.delta.setpoint).toBe("15");
+    expect(edge.twin.getDevice("default/thermo-9")!.twins.setpoint!.expected!.value).toBe("15");
+    expect(edge.twin.getDevice("default/thermo-9")!.object!.metadata.resourceVersion).toBe("105");
+    // stale resends (older resourceVersions) of the object and of a delta change nothing, but are acked
+    cloud(edge.router, "update", "default/device/thermo-9", withRv("100", "12"));
+    const sid = fromCloud("device/default/thermo-9/twin/cloud_updated", { event_id: "s", timestamp: 1, twin: { setpoint: { expected: { value: "13" } } } }, "103");
+    await edge.upstream.wait(acked(sid), up0);
+    expect(edge.twin.getDevice("default/thermo-9")!.twins.setpoint!.expected!.value).toBe("15");
+    // a value that does not fit the type is refused (the twin keeps its value); the message is still acked
+    const bid = fromCloud("device/default/thermo-9/twin/cloud_updated", { event_id: "b", timestamp: 1, twin: { setpoint: { expected: { value: "hot" } } } }, "106");
+    await edge.upstream.wait(acked(bid), up0);
+    expect(edge.twin.getDevice("default/thermo-9")!.twins.setpoint!.expected!.value).toBe("15");
+    // a stale membership removal does not remove the device; a current one does
+    fromCloud("membership", { added_devices: [], removed_devices: [{ id: "default/thermo-9" }] }, "101");
+    await sleep(30);
+    expect(edge.twin.getDevice("default/thermo-9")).toBeDefined();
+    const rid = fromCloud("membership", { added_devices: [], removed_devices: [{ id: "default/thermo-9" }] }, "110");
+    await edge.upstream.wait(acked(rid), up0);
+    expect(edge.twin.getDevice("default/thermo-9")).toBeUndefined();
+  });
+
   test("invalid Devices from the cloud are skipped; devices of other nodes are not held", async () => {
     const { edge } = await fresh();
     cloud(edge.router, "insert", "default/device/broken", { metadata: { name: "broken", namespace: "default" }, spec: { properties: [{ name: "x", reportCycle: "fast" }] } });

@@ -1,11 +1,14 @@
 /**
  * DeviceController: sends each edge the Devices bound to it (spec.nodeName) and the DeviceModels they
- * use, and writes what the edge reports (twin values, state) into the DeviceStatus of the same name,
+ * use, as KubeEdge does: a twin `membership` message (group `twin`, the device and its desired values)
+ * when a device joins or leaves the node, the Device and DeviceModel objects (group `resource`), and
+ * when only desired values change, just those (`device/<ns>/<name>/twin/cloud_updated`). It writes what the edge reports (twin values, state) into the DeviceStatus of the same name,
  * owned by its Device, as KubeEdge v1.23 does. Reports are coalesced per device so a chatty device
  * cannot flood the API; each report is acked to the edge (which keeps it queued until then) once the
  * write it went into succeeded. Devices and models go through the outbox (persisted, acked).
  * Invalid Devices are reported as Events on the object and skipped.
  */
+import { randomUUID } from "node:crypto";
 import * as v from "valibot";
 import { newMessage, responseTo, splitNodeResource, Op, type Message } from "../message.ts";
 import type { Module, ModuleContext } from "../router.ts";
@@ -13,10 +16,15 @@ import type { Logger } from "../log.ts";
 import type { CloudHub } from "../hub/cloudhub.ts";
 import type { Outbox } from "./outbox.ts";
 import { InformerFactory, KubeClient, Resources, byNodeName, isNotFound, type KubeObject, type ObjectMeta, type SharedInformer } from "../kube/client/index.ts";
-import { BaseMessageSchema, DeviceSchema, MsgTwinSchema, describeIssues, type MsgTwin } from "../../schemas/devices.ts";
+import { BaseMessageSchema, DeviceSchema, MsgTwinSchema, describeIssues, twinTypeOf, type MsgTwin, type PropertyType } from "../../schemas/devices.ts";
 
 type Obj = KubeObject & { metadata: ObjectMeta };
-type DeviceObj = Obj & { spec?: { nodeName?: string; deviceModelRef?: { name?: string } } };
+interface PropertySpec {
+  name: string;
+  desired?: { value?: string; metadata?: Record<string, string> };
+}
+type DeviceObj = Obj & { spec?: { nodeName?: string; deviceModelRef?: { name?: string }; properties?: PropertySpec[] } };
+type ModelObj = Obj & { spec?: { properties?: { name: string; type?: PropertyType }[] } };
 
 const EdgeUpdatedSchema = v.object({ ...BaseMessageSchema.entries, twin: v.record(v.string(), v.nullable(MsgTwinSchema)) });
 const StateUpdatedSchema = v.object({
@@ -57,7 +65,7 @@ export class DeviceController implements Module {
   readonly name = "devicecontroller";
   readonly group = "devicecontroller";
   private devices!: SharedInformer<DeviceObj>;
-  private models!: SharedInformer<Obj>;
+  private models!: SharedInformer<ModelObj>;
   private readonly pending = new Map<string, Pending>();
   private readonly warned = new Set<string>();
   private readonly log: Logger;
@@ -69,13 +77,10 @@ export class DeviceController implements Module {
   async start(_ctx: ModuleContext): Promise<void> {
     const { informers, hub } = this.opts;
     this.devices = informers.informer<DeviceObj>(Resources.devices, { indexers: { byNode: byNodeName } });
-    this.models = informers.informer<Obj>(Resources.devicemodels);
+    this.models = informers.informer<ModelObj>(Resources.devicemodels);
     await Promise.all([this.devices.waitForSync(30_000), this.models.waitForSync(30_000)]);
     this.devices.on("add", (d) => this.onDevice(Op.insert, d));
-    this.devices.on("update", (old, d) => {
-      if (old.spec?.nodeName && old.spec.nodeName !== d.spec?.nodeName) this.send(old.spec.nodeName, Op.delete, "device", old);
-      this.onDevice(Op.update, d);
-    });
+    this.devices.on("update", (old, d) => this.onDeviceUpdate(old, d));
     this.devices.on("delete", (d) => this.onDevice(Op.delete, d));
     this.models.on("update", (_o, m) => this.onModel(m));
     hub.on("connected", (node) => this.sendNodeState(node));
@@ -107,14 +112,69 @@ export class DeviceController implements Module {
     return false;
   }
 
-  private onDevice(operation: string, d: DeviceObj): void {
-    const node = d.spec?.nodeName;
+  /** A device joins (insert), is resent (update) or leaves (delete) its node. */
+  private onDevice(operation: string, d: DeviceObj, node = d.spec?.nodeName): void {
     if (!node) return; // offline nodes too: the outbox keeps it
-    if (operation === Op.delete) return this.send(node, Op.delete, "device", d);
+    if (operation === Op.delete) {
+      this.sendMembership(node, d, false);
+      return this.send(node, Op.delete, "device", d);
+    }
     if (!this.valid(d)) return;
-    const model = d.spec?.deviceModelRef?.name ? this.models.get(d.spec.deviceModelRef.name, d.metadata.namespace) : undefined;
+    const model = this.modelOf(d);
     if (model) this.send(node, Op.update, "devicemodel", model);
+    if (operation === Op.insert) this.sendMembership(node, d, true);
     this.send(node, operation, "device", d);
+  }
+
+  private onDeviceUpdate(old: DeviceObj, d: DeviceObj): void {
+    const was = old.spec?.nodeName;
+    const node = d.spec?.nodeName;
+    if (was && was !== node) this.onDevice(Op.delete, old, was);
+    if (!node) return;
+    if (was !== node || !v.is(DeviceSchema, old)) return this.onDevice(Op.insert, d); // new to this node
+    if (!this.valid(d)) return;
+    const delta = desiredDelta(old, d);
+    if (delta === null) return this.onDevice(Op.update, d);
+    if (Object.keys(delta).length) this.sendDesiredDelta(node, d, delta);
+  }
+
+  private modelOf(d: DeviceObj): ModelObj | undefined {
+    return d.spec?.deviceModelRef?.name ? this.models.get(d.spec.deviceModelRef.name, d.metadata.namespace) : undefined;
+  }
+
+  /** KubeEdge's twin membership message: the device joins (with its desired values) or leaves the node. */
+  private sendMembership(node: string, d: DeviceObj, added: boolean): void {
+    const md = d.metadata;
+    const id = `${md.namespace}/${md.name}`;
+    const types = new Map((this.modelOf(d)?.spec?.properties ?? []).map((p) => [p.name, twinTypeOf(p.type)]));
+    const twin: Record<string, MsgTwin> = {};
+    for (const p of d.spec?.properties ?? []) twin[p.name] = this.desiredTwin(p, types.get(p.name));
+    const device = added ? { id, name: md.name, twin } : { id, name: md.name };
+    const content = { event_id: randomUUID(), timestamp: Date.now(), added_devices: added ? [device] : [], removed_devices: added ? [] : [device] };
+    const msg = newMessage({ source: "devicecontroller", group: "twin", operation: Op.update, resource: "membership" }, content, { resourceversion: md.resourceVersion ?? "" });
+    // one pending membership change per device (the outbox compacts by key; the wire resource is shared)
+    this.opts.outbox.send(node, msg, { key: `membership/${id}` });
+  }
+
+  /** Only the desired values that changed: `device/<ns>/<name>/twin/cloud_updated`, merged while pending. */
+  private sendDesiredDelta(node: string, d: DeviceObj, delta: Record<string, PropertySpec>): void {
+    const md = d.metadata;
+    const types = new Map((this.modelOf(d)?.spec?.properties ?? []).map((p) => [p.name, twinTypeOf(p.type)]));
+    const twin: Record<string, MsgTwin> = {};
+    for (const [name, p] of Object.entries(delta)) twin[name] = this.desiredTwin(p, types.get(name));
+    const msg = newMessage(
+      { source: "devicecontroller", group: "twin", operation: Op.update, resource: `device/${md.namespace}/${md.name}/twin/cloud_updated` },
+      { event_id: randomUUID(), timestamp: Date.now(), twin },
+      { resourceversion: md.resourceVersion ?? "" },
+    );
+    this.opts.outbox.send(node, msg, { merge: mergeTwinDeltas });
+  }
+
+  /** A twin carrying the cloud's desired value, without versions: the edge applies it as cloud-wins. */
+  private desiredTwin(p: PropertySpec, type: string | undefined): MsgTwin {
+    const twin: MsgTwin = { expected: { value: p.desired?.value ?? "", metadata: { timestamp: Date.now() } }, optional: false };
+    if (type) twin.metadata = { type };
+    return twin;
   }
 
   /** A model changed: send it to the nodes whose devices use it. */
@@ -231,6 +291,35 @@ export class DeviceController implements Module {
       } as unknown as Obj)
       .catch((e) => this.log.debug("event not recorded", { err: String(e) }));
   }
+}
+
+/**
+ * The desired values that differ between two versions of a Device, by property; `null` when anything
+ * else the edge uses changed (then the whole object goes).
+ */
+export function desiredDelta(old: DeviceObj, next: DeviceObj): Record<string, PropertySpec> | null {
+  const a = old.spec?.properties ?? [];
+  const b = next.spec?.properties ?? [];
+  if (a.length !== b.length) return null;
+  const delta: Record<string, PropertySpec> = {};
+  for (let i = 0; i < b.length; i++) {
+    if (a[i]!.name !== b[i]!.name) return null;
+    if ((a[i]!.desired?.value ?? "") !== (b[i]!.desired?.value ?? "")) delta[b[i]!.name] = b[i]!;
+  }
+  return stripDesired(old) === stripDesired(next) ? delta : null;
+}
+
+/** The parts of a Device the edge uses besides desired values, as JSON. */
+function stripDesired(d: DeviceObj): string {
+  const { resourceVersion: _rv, managedFields: _mf, generation: _g, ...metadata } = d.metadata as ObjectMeta & { generation?: number };
+  const spec = { ...d.spec, properties: (d.spec?.properties ?? []).map(({ desired: _d, ...p }) => p) };
+  return JSON.stringify({ metadata, spec });
+}
+
+/** Two pending desired deltas of one device become one: every property's latest value. */
+function mergeTwinDeltas(pending: Message, next: Message): Message {
+  const twins = (m: Message) => ((m.content as { twin?: Record<string, MsgTwin> } | null)?.twin ?? {});
+  return { ...next, content: { ...(next.content as object), twin: { ...twins(pending), ...twins(next) } } };
 }
 
 /** MsgTwin → DeviceStatus twin: actual → reported, expected → observedDesired (values as strings). */

@@ -9,7 +9,7 @@
  */
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
-import { Op, type Message } from "../message.ts";
+import { Op, compareRv, type Message } from "../message.ts";
 import type { SqliteDatabase } from "../runtime/index.ts";
 import { MsgQueueTable, msgQueueMigration, type QueuedMessage } from "../store/msgqueue.ts";
 import type { CloudHub } from "../hub/cloudhub.ts";
@@ -30,6 +30,13 @@ export interface OutboxOptions {
   maxBackoffMs?: number;
 }
 
+export interface SendOptions {
+  /** Compaction key (default: the message's resource), for messages whose resource names no single object. */
+  key?: string;
+  /** Combines a pending message with its replacement (e.g. partial updates), instead of replacing it. */
+  merge?: (pending: Message, next: Message) => Message;
+}
+
 interface Entry extends QueuedMessage {
   attempts: number;
   nextAt: number;
@@ -46,13 +53,7 @@ interface NodeBox {
   overflowed: boolean;
 }
 
-/** Compares two resourceVersions as integers when both are; undefined when they cannot be compared. */
-export function compareRv(a: string | undefined, b: string | undefined): number | undefined {
-  if (!a || !b || !/^\d+$/.test(a) || !/^\d+$/.test(b)) return undefined;
-  const x = BigInt(a);
-  const y = BigInt(b);
-  return x < y ? -1 : x > y ? 1 : 0;
-}
+export { compareRv };
 
 /** What a new message for an object does to the pending one: replace it, leave it, or it is the same. */
 export function compaction(next: Message, pending: Message): "replace" | "keep" | "same" {
@@ -127,15 +128,16 @@ export class Outbox {
 
   /**
    * Stores `msg` (wire form: `<ns>/<type>/<name>`) for `node`, compacting with what is pending for
-   * the same resource, and sends it when the node is connected. Returns false when it was stale.
+   * the same resource (or `opts.key`), and sends it when the node is connected. Returns false when it was stale.
    */
-  send(node: string, msg: Message): boolean {
-    const key = msg.route.resource;
+  send(node: string, msg: Message, opts: SendOptions = {}): boolean {
+    const key = opts.key ?? msg.route.resource;
     const box = this.box(node);
     const old = box.entries.get(key);
     if (old) {
       const verdict = compaction(msg, old.msg);
       if (verdict === "keep") return false;
+      if (verdict === "replace" && opts.merge) msg = opts.merge(old.msg, msg);
       if (verdict === "same") {
         // pending already: it goes with the flush of this session or on the timer, not twice
         if (old.epoch !== box.epoch) this.transmit(node, box, old, false);

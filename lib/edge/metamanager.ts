@@ -7,7 +7,7 @@
  */
 import type { Kysely } from "kysely";
 import { EventEmitter } from "node:events";
-import { Op, newMessage, parseResource, responseTo, type Message } from "../message.ts";
+import { Op, isOlderRv, newMessage, parseResource, responseTo, type Message } from "../message.ts";
 import type { Module, ModuleContext } from "../router.ts";
 import type { Logger } from "../log.ts";
 import type { EdgeDb } from "./store.ts";
@@ -68,7 +68,7 @@ export class MetaManager extends EventEmitter<{ change: [MetaChange] }> implemen
         if (ref.name === undefined) return;
         const rv = msg.header.resourceversion ?? rvOf(msg.content);
         const existing = await this.db.selectFrom("meta").select(["resource_version"]).where("key", "=", resource).executeTakeFirst();
-        if (existing && isOlder(rv, existing.resource_version)) {
+        if (existing && isOlderRv(rv, existing.resource_version)) {
           // a stale resend (the cloud retries until acked): keep the newer copy, still ack
           this.log?.debug("stale version ignored", { resource, rv, stored: existing.resource_version });
           this.ack(msg);
@@ -117,7 +117,7 @@ export class MetaManager extends EventEmitter<{ change: [MetaChange] }> implemen
     const rows = await this.db.selectFrom("meta").select(["key", "value", "resource_version"]).where("type", "=", type).execute();
     for (const row of rows) {
       if (keep.has(row.key)) continue;
-      if (listRv && isOlder(listRv, row.resource_version)) continue;
+      if (listRv && isOlderRv(listRv, row.resource_version)) continue;
       await this.db.deleteFrom("meta").where("key", "=", row.key).execute();
       const ref = parseResource(row.key)!;
       const object = JSON.parse(row.value);
@@ -165,8 +165,3 @@ function nsOf(obj: unknown): string | undefined {
   return (obj as { metadata?: { namespace?: string } } | null)?.metadata?.namespace;
 }
 
-/** Kubernetes resourceVersions are opaque, but KubeEdge (and we) compare them as integers when they are. */
-function isOlder(incoming: string, stored: string): boolean {
-  if (!/^\d+$/.test(incoming) || !/^\d+$/.test(stored)) return false;
-  return BigInt(incoming) < BigInt(stored);
-}

@@ -44,7 +44,7 @@ import {
   type StateResult,
   type VisitorConfig,
 } from "../../../schemas/devices.ts";
-import { newMessage, parseResource, type Message } from "../../message.ts";
+import { isOlderRv, newMessage, parseResource, responseTo, type Message } from "../../message.ts";
 import type { Logger } from "../../log.ts";
 import type { Module, ModuleContext } from "../../router.ts";
 import type { SqliteDatabase } from "../../runtime/index.ts";
@@ -295,8 +295,9 @@ export class DeviceTwin implements Module {
       return;
     }
     if (operation === "response" || operation === "error") return; // the cloud's acks
+    const rv = msg.header.resourceversion;
     if (resource === "membership" || /^node\/[^/]+\/membership$/.test(resource)) {
-      this.handleMembership(msg.content);
+      if (this.handleMembership(msg.content, rv)) this.ackCloud(msg);
       return;
     }
     const cloudSync = /^(?:node\/[^/]+\/)?device\/([^/]+\/[^/]+)\/twin\/cloud_updated$/.exec(resource);
@@ -304,7 +305,8 @@ export class DeviceTwin implements Module {
       const doc = decodePayload(msg.content);
       const parsed = doc.ok ? validate(TwinUpdateSchema, doc.value) : doc;
       if (!parsed.ok) this.log?.warn("cloud twin sync dropped", { resource, err: parsed.error });
-      else this.syncTwins(cloudSync[1]!, parsed.value.twin);
+      else if (!this.cloudTwins(cloudSync[1]!, parsed.value.twin, rv)) return; // not stored: the cloud sends it again
+      this.ackCloud(msg);
       return;
     }
     const ref = parseResource(resource);
@@ -387,6 +389,85 @@ export class DeviceTwin implements Module {
     if (Object.keys(res.sync).length) this.queueSync(deviceId, res.sync);
     if (!o.fromApi) this.fireDesired(dev, res.expectedChanged);
     return { ok: true };
+  }
+
+  /**
+   * Twins from the cloud (membership, `twin/cloud_updated`): those with versions follow KubeEdge's
+   * sync rules; those without (what Outpost's DeviceController sends) carry the Device's desired values
+   * and win, as a Device update does. `rv` is the Device's resourceVersion: older than the stored
+   * Device means a stale resend, ignored. False when the change could not be stored.
+   */
+  private cloudTwins(deviceId: string, twin: Record<string, MsgTwin | null>, rv: string | undefined): boolean {
+    const versioned: Record<string, MsgTwin | null> = {};
+    const desired: Record<string, string> = {};
+    const types: Record<string, string> = {};
+    for (const [k, t] of Object.entries(twin)) {
+      if (t?.expected && !t.expected_version && !t.actual_version) {
+        desired[k] = t.expected.value ?? "";
+        if (t.metadata?.type) types[k] = t.metadata.type;
+      } else versioned[k] = t;
+    }
+    if (Object.keys(versioned).length) this.syncTwins(deviceId, versioned);
+    return Object.keys(desired).length ? this.applyCloudValues(deviceId, desired, types, rv) : true;
+  }
+
+  private applyCloudValues(deviceId: string, desired: Record<string, string>, types: Record<string, string>, rv: string | undefined): boolean {
+    const dev = this.devices.get(deviceId);
+    if (!dev) {
+      this.log?.warn("desired values for an unknown device dropped", { device: deviceId });
+      return true;
+    }
+    if (isOlderRv(rv, dev.object?.metadata.resourceVersion)) {
+      this.log?.debug("stale desired values ignored", { device: deviceId, rv });
+      return true;
+    }
+    const now = Date.now();
+    const work = new Map(dev.twins);
+    const changed = new Map<string, TwinRecord>();
+    const document: Record<string, { last: MsgTwin | null; current: MsgTwin | null }> = {};
+    const desiredChanged: string[] = [];
+    for (const [k, value] of Object.entries(desired)) {
+      const prev = work.get(k);
+      if (prev && prev.metadata.type !== TWIN_TYPE_DELETED && (prev.expected?.value ?? "") === value) continue;
+      const type = prev && prev.metadata.type !== TWIN_TYPE_DELETED ? prev.metadata.type : this.declaredType(dev, k, types[k]);
+      const r = applyCloudDesired(prev, value, type, now);
+      if (r.error) {
+        this.log?.warn("desired value does not fit the property type; ignored", { device: deviceId, property: k, type, err: r.error });
+        continue;
+      }
+      work.set(k, r.twin);
+      changed.set(k, r.twin);
+      desiredChanged.push(k);
+      document[k] = { last: prev && prev.metadata.type !== TWIN_TYPE_DELETED ? toMsgTwin(prev, false) : null, current: toMsgTwin(r.twin, false) };
+    }
+    // The stored Device keeps step: its desired values and resourceVersion, so a stale resend of it is known.
+    const object = dev.object ? withDesired(dev.object, desired, rv) : undefined;
+    try {
+      this.db.transaction(() => {
+        for (const [k, t] of changed) this.db.upsertTwin(twinToRow(deviceId, k, t));
+        if (object) this.db.upsertDevice({ id: deviceId, namespace: dev.namespace, name: dev.name, description: dev.description, state: dev.state, last_online: dev.lastOnline, object: JSON.stringify(object), updated_at: now });
+      });
+    } catch (e) {
+      this.log?.error("desired values not stored", { device: deviceId, err: String(e) });
+      return false;
+    }
+    dev.twins = work;
+    if (object) dev.object = object;
+    if (desiredChanged.length) this.afterChange(dev, { changed, result: {}, sync: {}, document, expectedChanged: desiredChanged }, "", now);
+    this.fireDesired(dev, desiredChanged);
+    return true;
+  }
+
+  /** A property's twin type: from the device's model, else as the cloud named it, else string. */
+  private declaredType(dev: DeviceEntry, prop: string, named: string | undefined): string {
+    const modelType = this.modelProperty(dev.namespace, dev.object, prop)?.type;
+    return modelType ? twinTypeOf(modelType) : (named ?? "string");
+  }
+
+  /** Acknowledges a message of Outpost's cloud once handled (its outbox keeps it until then). */
+  private ackCloud(msg: Message): void {
+    if (!this.ctx || this.stopped || msg.route.source !== "devicecontroller") return;
+    this.ctx.router.send(this.hubModule, responseTo(msg, "OK"));
   }
 
   /** A versioned update from the cloud (membership twins, `twin/cloud_updated`). */
@@ -495,6 +576,10 @@ export class DeviceTwin implements Module {
 
   private applyDevice(id: string, namespace: string, device: Device): void {
     const prev = this.devices.get(id);
+    if (prev?.object && isOlderRv(device.metadata.resourceVersion, prev.object.metadata.resourceVersion)) {
+      this.log?.debug("stale Device ignored", { device: id, rv: device.metadata.resourceVersion });
+      return;
+    }
     const now = Date.now();
     const work = new Map(prev?.twins ?? []);
     const changed = new Map<string, TwinRecord>();
@@ -628,13 +713,15 @@ export class DeviceTwin implements Module {
     this.publishMembership([], [dev]);
   }
 
-  private handleMembership(content: unknown): void {
+  /** False when a change could not be stored (the cloud then sends it again). */
+  private handleMembership(content: unknown, rv?: string): boolean {
     const doc = decodePayload(content);
     const parsed = doc.ok ? validate(MembershipUpdateSchema, doc.value) : doc;
     if (!parsed.ok) {
       this.log?.warn("membership update dropped", { err: parsed.error });
-      return;
+      return true;
     }
+    let stored = true;
     const idOf = (d: MembershipDevice) => d.id || (d.name?.includes("/") ? d.name : d.name ? `default/${d.name}` : "");
     const added: DeviceEntry[] = [];
     for (const d of parsed.value.added_devices ?? []) {
@@ -648,16 +735,24 @@ export class DeviceTwin implements Module {
           this.db.upsertDevice({ id, namespace: dev.namespace, name: dev.name, description: dev.description, state: dev.state, last_online: "", object: "", updated_at: Date.now() });
         } catch (e) {
           this.log?.error("device not stored", { device: id, err: String(e) });
+          stored = false;
           continue;
         }
         this.devices.set(id, dev);
         added.push(dev);
       }
       if (d.attributes) this.applyAttributes(dev, d.attributes);
-      if (d.twin) this.syncTwins(id, d.twin);
+      if (d.twin && !this.cloudTwins(id, d.twin, rv)) stored = false;
     }
     if (added.length) this.publishMembership(added, []);
-    for (const d of parsed.value.removed_devices ?? []) this.removeDevice(idOf(d));
+    for (const d of parsed.value.removed_devices ?? []) {
+      const id = idOf(d);
+      const dev = this.devices.get(id);
+      // a stale removal (resent after the device came back) must not remove the newer device
+      if (dev?.object && isOlderRv(rv, dev.object.metadata.resourceVersion)) continue;
+      this.removeDevice(id);
+    }
+    return stored;
   }
 
   private applyAttributes(dev: DeviceEntry, attrs: Record<string, MsgAttr | null>): void {
@@ -875,4 +970,10 @@ export class DeviceTwin implements Module {
     if (d.object) view.object = d.object;
     return view;
   }
+}
+
+/** A copy of `device` with these desired values and resourceVersion. */
+function withDesired(device: Device, desired: Record<string, string>, rv: string | undefined): Device {
+  const properties = device.spec.properties?.map((p) => (p.name in desired ? { ...p, desired: { ...p.desired, value: desired[p.name]! } } : p));
+  return { ...device, metadata: { ...device.metadata, ...(rv ? { resourceVersion: rv } : {}) }, spec: { ...device.spec, ...(properties ? { properties } : {}) } };
 }

@@ -5,9 +5,9 @@
  *  property of a 10-property Device each; updates/s until the twin has stored the last one, and
  *  publish → `…/twin/update/document` received by a subscribing client (paced at 2,000/s).
  *  Raw baselines in the same run: aedes alone (client → broker → subscribing client, same payloads
- *  and count) and SQLite alone (the twin's prepared upsert of the same row, one BEGIN IMMEDIATE …
- *  COMMIT per update as the twin does). Issue 5's goal: ≥ 20,000 updates/s and ≥ 50 % of the
- *  slowest raw stage.
+ *  and count) and SQLite alone (the twin's prepared upsert of the same row, in transactions of up to
+ *  500 rows as the twin commits a drained burst, and for reference one transaction per row). Issue 5's
+ *  goal: ≥ 20,000 updates/s and ≥ 50 % of the slowest raw stage (each raw stage at its best).
  *  Stage B, real cloudcore + edgecore processes: reported values published on the edge broker →
  *  visible in the DeviceStatus (an informer on devicestatuses). Several devices, one value per
  *  device per second, since the DeviceController coalesces each device's reports for 500 ms.
@@ -83,7 +83,8 @@ const store = await openStore<any>(join(dir, "edgecore.db"), { ...edgeMigrations
 const router = new Router(log);
 let upstream = 0;
 router.register({ name: "websocket", group: "hub", start() {}, stop() {}, handle: () => void upstream++ });
-const bus = new EventBus({ listen: "127.0.0.1:0", log });
+// wired as edgecore wires them: bus → twin directly (a drained burst per transaction), twin → bus directly
+const bus: EventBus = new EventBus({ listen: "127.0.0.1:0", log, twin: { handleBatch: (m) => twin.handleBatch(m) } });
 const ID = "default/bench-dev";
 const DOC = `${base(ID)}/twin/update/document`;
 let documents = 0;
@@ -181,17 +182,20 @@ const upsert = raw.prepare(
    expected_meta = excluded.expected_meta, actual_meta = excluded.actual_meta, expected_version = excluded.expected_version,
    actual_version = excluded.actual_version, optional = excluded.optional, attr_type = excluded.attr_type, metadata = excluded.metadata`,
 );
-const sqliteRun = (from: number) => {
+/** `perTxn` rows per transaction: 1 = a commit per update; 500 = the EventBus slice the twin commits at most. */
+const sqliteRun = (from: number, perTxn: number) => {
   const t0 = performance.now();
-  for (let i = from; i < from + K; i++) {
+  for (let i = from; i < from + K; ) {
     raw.exec("BEGIN IMMEDIATE");
-    upsert.run([ID, `p${i % PROPS}`, "", "", String(i), "", JSON.stringify({ timestamp: Date.now() }), "", JSON.stringify({ cloud: 0, edge: i }), 0, "int", ""]);
+    for (const end = Math.min(from + K, i + perTxn); i < end; i++)
+      upsert.run([ID, `p${i % PROPS}`, "", "", String(i), "", JSON.stringify({ timestamp: Date.now() }), "", JSON.stringify({ cloud: 0, edge: i }), 0, "int", ""]);
     raw.exec("COMMIT");
   }
   return K / ((performance.now() - t0) / 1000);
 };
-sqliteRun(0); // warm-up
-const sqliteRate = sqliteRun(K);
+sqliteRun(0, 1); // warm-up
+const sqliteRate = sqliteRun(K, 1);
+const sqliteBatchedRate = sqliteRun(2 * K, 500);
 raw.close();
 rmSync(dir, { recursive: true, force: true });
 
@@ -261,11 +265,13 @@ try {
 }
 e2eLat.sort((a, b) => a - b);
 
-const slowest = Math.min(aedesRate, sqliteRate);
+// each raw stage at its best: aedes, and SQLite committing as the twin does (up to 500 rows per transaction)
+const slowest = Math.min(aedesRate, sqliteBatchedRate);
 const rows: Row[] = [
   { metric: "updates_per_s_vs_slowest_raw", baseline: slowest, outpost: twinRate, unit: "upd/s", higherIsBetter: true },
   { metric: "updates_per_s_vs_raw_aedes", baseline: aedesRate, outpost: twinRate, unit: "upd/s", higherIsBetter: true },
-  { metric: "updates_per_s_vs_raw_sqlite", baseline: sqliteRate, outpost: twinRate, unit: "upd/s", higherIsBetter: true },
+  { metric: "updates_per_s_vs_raw_sqlite_batched", baseline: sqliteBatchedRate, outpost: twinRate, unit: "upd/s", higherIsBetter: true },
+  { metric: "updates_per_s_vs_raw_sqlite_txn_each", baseline: sqliteRate, outpost: twinRate, unit: "upd/s", higherIsBetter: true },
   { metric: "publish_to_document_p50", baseline: percentile(aedesLat, 50), outpost: percentile(twinLat, 50), unit: "ms" },
   { metric: "publish_to_document_p99", baseline: percentile(aedesLat, 99), outpost: percentile(twinLat, 99), unit: "ms" },
   { metric: "rss_after_stage_a", outpost: stageARss, unit: "MiB" },

@@ -19,7 +19,8 @@ import { createLogger } from "../lib/log.ts";
 import { newMessage, type Message } from "../lib/message.ts";
 import { Router } from "../lib/router.ts";
 import { openStore, type Store } from "../lib/store/db.ts";
-import { requireTool } from "./helpers/daemons.ts";
+import { openSqlite } from "../lib/runtime/index.ts";
+import { eventually, requireTool } from "./helpers/daemons.ts";
 
 const NODE = "edge-1";
 const log = createLogger({ level: process.env.OUTPOST_TEST_LOGS ? "debug" : "error" });
@@ -110,13 +111,17 @@ interface Edge {
   stop(): Promise<void>;
 }
 
-/** `direct`: the twin publishes straight into the EventBus instead of through the router. */
+/**
+ * `direct`: wired as edgecore wires them — the twin publishes straight into the EventBus and the
+ * bus hands twin requests straight to the twin (a drained burst per transaction); else both go
+ * through the router.
+ */
 async function startEdge(opts: { db: string; mqtt: string; coalesceMs?: number; direct?: boolean }): Promise<Edge> {
   const store = await openStore<any>(opts.db, { ...edgeMigrations, ...deviceTwinMigrations });
   const router = new Router(log);
   const upstream = new Collector<Message>();
   router.register({ name: "websocket", group: "hub", start() {}, stop() {}, handle: (m: Message) => upstream.push(m) });
-  const bus = new EventBus({ mqtt: opts.mqtt, listen: "127.0.0.1:0" });
+  const bus = new EventBus({ mqtt: opts.mqtt, listen: "127.0.0.1:0", ...(opts.direct ? { twin: { handleBatch: (m: Message[]) => twin.handleBatch(m) } } : {}) });
   const twin = new DeviceTwin({ store, nodeName: NODE, ...(opts.coalesceMs !== undefined ? { coalesceMs: opts.coalesceMs } : {}), ...(opts.direct ? { publisher: bus } : {}) });
   router.register(twin);
   router.register(bus);
@@ -219,7 +224,8 @@ for (const broker of brokers) {
     beforeAll(async () => {
       b = await broker.setup();
       // aedes: answers go through the router; mosquitto: straight into the EventBus.
-      edge = await startEdge({ db: join(dir, "edgecore.db"), mqtt: b.mqtt, direct: b.mqtt !== "internal" });
+      // edgecore's wiring with the embedded broker, the router path with mosquitto
+      edge = await startEdge({ db: join(dir, "edgecore.db"), mqtt: b.mqtt, direct: b.mqtt === "internal" });
       a = await app(b.mqtt === "internal" ? `mqtt://${edge.bus.address}` : b.mqtt);
       cloud(edge.router, "insert", "default/devicemodel/thermo-model", MODEL);
       cloud(edge.router, "insert", "default/device/thermo-1", device("thermo-1", { setpoint: "21" }));
@@ -540,6 +546,46 @@ describe("device twin rules", () => {
     cloud(edge.router, "update", "membership", { added_devices: [], removed_devices: [{ id: "factory/press-1" }] });
     await a.got.wait((g) => g.topic === `$hw/events/node/${NODE}/membership/updated` && g.payload.removed_devices.length > 0, from);
     expect(edge.twin.getDevice("factory/press-1")).toBeUndefined();
+  });
+
+  test("a burst is stored in batches: every result is announced only after its value is in edgecore.db; a bad request in a batch fails alone", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "outpost-twin-"));
+    const db = join(dir, "edgecore.db");
+    edge = await startEdge({ db, mqtt: "internal", direct: true });
+    a = await app(`mqtt://${edge.bus.address}`);
+    cloud(edge.router, "insert", "default/devicemodel/thermo-model", MODEL);
+    cloud(edge.router, "insert", "default/device/thermo-1", device("thermo-1", { setpoint: "21" }));
+    await a.got.wait((g) => g.topic === `$hw/events/node/${NODE}/membership/updated`);
+    // a second connection sees only committed data: check it at the moment each result is published
+    const reader = await openSqlite(db);
+    const stored = reader.prepare("SELECT actual FROM device_twin WHERE deviceid = ? AND name = ?");
+    const N = 300;
+    let announcedBeforeStored = 0;
+    const results = new Map<string, any>();
+    const bus = edge.bus;
+    const publish = bus.publish.bind(bus);
+    bus.publish = (topic: string, payload: any) => {
+      if (topic === T("default/thermo-1", "twin/update/result") && !payload.code) {
+        const row = stored.all(["default/thermo-1", "temperature"])[0] as { actual: string } | undefined;
+        if (!row || Number(row.actual) < Number(String(payload.event_id).slice(1))) announcedBeforeStored++;
+      }
+      return publish(topic, payload);
+    };
+    a.client.on("message", (topic, payload) => {
+      if (topic !== T("default/thermo-1", "twin/update/result")) return;
+      const body = JSON.parse(String(payload));
+      results.set(body.event_id, body);
+    });
+    for (let i = 0; i < N; i++) {
+      const value = i === 150 ? "hot" : String(i);
+      a.client.publish(T("default/thermo-1", "twin/update"), JSON.stringify({ event_id: `b${i}`, twin: { temperature: { actual: { value } } } }), { qos: 0 });
+    }
+    await eventually(() => results.size === N, 10_000, "every result");
+    reader.close();
+    expect(announcedBeforeStored).toBe(0);
+    expect(results.get("b150").code).toBe(400);
+    expect([...results.values()].filter((r) => r.code).length).toBe(1);
+    expect(edge.twin.getDevice("default/thermo-1")!.twins.temperature!.actual!.value).toBe(String(N - 1));
   });
 
   test("Outpost's cloud messages: membership and desired deltas without versions win like a Device update, are acked, stale resends are ignored", async () => {

@@ -165,7 +165,8 @@ export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEd
   else throw new ConfigError(`--runtime: "${cfg.runtime}" is not a runtime (process or cri)`);
   const edged = new Edged({ nodeName, dataDir: cfg.dataDir, runtime, meta, log: log.child("edged"), metrics, nodeStatusIntervalMs: cfg.nodeStatusInterval * 1000, restartBackoffBaseMs: cfg.restartBackoffMs });
   router.register(edged);
-  const bus = new EventBus({ mqtt: cfg.mqtt, listen: cfg.mqttListen, metrics, log: log.child("eventbus") });
+  // twin requests go from the bus straight to the twin, a drained burst per transaction
+  const bus = new EventBus({ mqtt: cfg.mqtt, listen: cfg.mqttListen, metrics, log: log.child("eventbus"), twin: { handleBatch: (msgs) => twin.handleBatch(msgs) } });
   // the twin publishes straight to the bus: a burst of mapper reports must not overflow a router inbox
   const twin = new DeviceTwin({ store, nodeName, publisher: bus, log: log.child("twin") });
   router.register(twin);

@@ -228,6 +228,8 @@ export class DeviceTwin implements Module {
   private readonly hubModule: string;
   private readonly busModule: string;
   private stopped = false;
+  /** While a batch is open: announcements held until its commit. */
+  private deferred?: (() => void)[];
 
   constructor(private readonly opts: DeviceTwinOptions) {
     this.db = new TwinStore(opts.store.raw);
@@ -287,6 +289,42 @@ export class DeviceTwin implements Module {
   }
 
   // ---- router input -----------------------------------------------------------------------
+
+  /**
+   * Handles a burst of requests (the EventBus hands over each drained slice) as one SQLite
+   * transaction, each request in its own savepoint, instead of one commit per request. What tells
+   * anyone about a change (MQTT results, documents, deltas, reports to the cloud, desired values to
+   * mappers) waits until the commit, so nothing is announced that a crash could undo.
+   */
+  handleBatch(msgs: Message[]): void {
+    if (msgs.length === 1 || this.deferred) {
+      for (const m of msgs) this.handle(m);
+      return;
+    }
+    const deferred: (() => void)[] = (this.deferred = []);
+    try {
+      this.db.transaction(() => {
+        for (const m of msgs) {
+          try {
+            this.handle(m);
+          } catch (e) {
+            this.log?.error("twin request failed", { resource: m.route.resource, err: String(e) });
+          }
+        }
+      });
+    } catch (e) {
+      // The commit failed: the memory holds changes the disk does not. Announce none of them and
+      // rebuild the state from edgecore.db.
+      this.log?.error("twin requests not stored; state reloaded from the database", { count: msgs.length, err: String(e) });
+      deferred.length = 0;
+      this.devices.clear();
+      this.models.clear();
+      this.load();
+    } finally {
+      this.deferred = undefined;
+    }
+    for (const f of deferred) f();
+  }
 
   handle(msg: Message): void {
     const { resource, operation } = msg.route;
@@ -780,6 +818,7 @@ export class DeviceTwin implements Module {
   // ---- output -----------------------------------------------------------------------------
 
   private publish(topic: string, payload: unknown): void {
+    if (this.deferred) return void this.deferred.push(() => this.publish(topic, payload));
     if (!this.ctx || this.stopped) return;
     if (this.opts.publisher) {
       void this.opts.publisher.publish(topic, payload);
@@ -793,6 +832,7 @@ export class DeviceTwin implements Module {
   }
 
   private upstream(resource: string, content: unknown): void {
+    if (this.deferred) return void this.deferred.push(() => this.upstream(resource, content));
     if (!this.ctx || this.stopped) return;
     this.ctx.router.send(this.hubModule, newMessage({ source: "twin", group: "resource", operation: "update", resource }, content));
   }
@@ -856,6 +896,7 @@ export class DeviceTwin implements Module {
 
   private fireDesired(dev: DeviceEntry, keys: string[]): void {
     if (!keys.length || !this.listeners.size) return;
+    if (this.deferred) return void this.deferred.push(() => this.fireDesired(dev, keys));
     for (const k of keys) {
       const t = dev.twins.get(k);
       const value = t?.expected?.value;

@@ -127,6 +127,9 @@ type Row<T> = Omit<T, "id">;
 export class TwinStore {
   private readonly stmts = new Map<string, SqliteStatement>();
 
+  /** Open transactions of ours (the outer one plus savepoints). */
+  private depth = 0;
+
   constructor(private readonly raw: SqliteDatabase) {}
 
   private stmt(text: string): SqliteStatement {
@@ -135,26 +138,36 @@ export class TwinStore {
     return s;
   }
 
-  /** Runs `fn` in one transaction; rolls back and rethrows on error. */
+  /**
+   * Runs `fn` in one transaction; rolls back and rethrows on error. Nested inside another of ours it
+   * is a savepoint: only its own writes roll back, the outer transaction goes on.
+   */
   transaction<T>(fn: () => T): T {
+    const nested = this.depth > 0;
     try {
-      this.raw.exec("BEGIN IMMEDIATE");
+      this.raw.exec(nested ? "SAVEPOINT twin_part" : "BEGIN IMMEDIATE");
     } catch (e) {
       // Another user of the shared connection holds a transaction open: join it.
-      if (/within a transaction/i.test(String(e))) return fn();
+      if (!nested && /within a transaction/i.test(String(e))) return fn();
       throw e;
     }
+    this.depth++;
     try {
       const out = fn();
-      this.raw.exec("COMMIT");
+      this.raw.exec(nested ? "RELEASE twin_part" : "COMMIT");
       return out;
     } catch (e) {
       try {
-        this.raw.exec("ROLLBACK");
+        if (nested) {
+          this.raw.exec("ROLLBACK TO twin_part");
+          this.raw.exec("RELEASE twin_part");
+        } else this.raw.exec("ROLLBACK");
       } catch {
         // already rolled back by SQLite
       }
       throw e;
+    } finally {
+      this.depth--;
     }
   }
 

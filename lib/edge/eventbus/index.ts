@@ -37,6 +37,11 @@ export interface EventBusOptions {
   hubModule?: string;
   /** Group that receives device-twin requests (default `twin`). */
   twinGroup?: string;
+  /**
+   * Hands device-twin requests straight to the twin (edgecore passes its DeviceTwin), a drained
+   * slice at a time, so the twin can store a burst in one transaction. Default: the router.
+   */
+  twin?: { handleBatch(msgs: Message[]): void };
   /** Largest payload accepted for a twin request, bytes (default 1 MiB). */
   maxPayloadBytes?: number;
   metrics?: Metrics;
@@ -86,11 +91,19 @@ export class EventBus implements Module {
     }
     cb();
   };
+  /** Twin requests of the slice being drained, for `opts.twin`. */
+  private slice?: Message[];
   private readonly drainInbound = () => {
-    for (let n = 0; n < 500 && this.inbound.length > 0; n++) {
-      const [topic, payload] = this.inbound.shift()!;
-      this.onMessage(topic, payload);
+    const batch: Message[] = (this.slice = []);
+    try {
+      for (let n = 0; n < 500 && this.inbound.length > 0; n++) {
+        const [topic, payload] = this.inbound.shift()!;
+        this.onMessage(topic, payload);
+      }
+    } finally {
+      this.slice = undefined;
     }
+    if (batch.length) this.handToTwin(batch);
     if (this.inbound.length > 0) setImmediate(this.drainInbound);
     else this.draining = false;
   };
@@ -291,7 +304,18 @@ export class EventBus implements Module {
   }
 
   private toTwin(topic: string, content: unknown): void {
-    this.ctx?.router.sendToGroup(this.opts.twinGroup ?? "twin", newMessage({ source: "eventbus", group: "user", operation: "publish", resource: topic }, content));
+    const msg = newMessage({ source: "eventbus", group: "user", operation: "publish", resource: topic }, content);
+    if (!this.opts.twin) this.ctx?.router.sendToGroup(this.opts.twinGroup ?? "twin", msg);
+    else if (this.slice) this.slice.push(msg);
+    else this.handToTwin([msg]);
+  }
+
+  private handToTwin(batch: Message[]): void {
+    try {
+      this.opts.twin!.handleBatch(batch);
+    } catch (e) {
+      this.log?.error("device-twin requests dropped", { count: batch.length, err: String(e) });
+    }
   }
 
   private reject(resultTopic: string, eventId: string, reason: string): void {

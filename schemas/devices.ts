@@ -316,9 +316,19 @@ export const MsgTwinSchema = v.object({
 
 const twinValueOk = (tv: { value?: string | null } | null | undefined) => !tv || tv.value == null || tv.value === "" || TWIN_VALUE_RE.test(tv.value);
 
+/** Keys valibot's records skip (and JS objects treat specially): refused by name, never dropped silently. */
+const RESERVED_KEYS = ["__proto__", "constructor", "prototype"];
+const noReservedKeys = v.check(
+  (m: unknown) => !m || typeof m !== "object" || !RESERVED_KEYS.some((k) => Object.hasOwn(m, k)),
+  `keys ${RESERVED_KEYS.join(", ")} are reserved`,
+);
+
+/** A record whose reserved keys are refused rather than skipped. */
+const strictRecord = <K extends v.GenericSchema<string, string>, V extends v.GenericSchema>(key: K, value: V) => v.pipe(v.unknown(), noReservedKeys, v.record(key, value));
+
 /** A twin map `{<key>: MsgTwin | null}` with KubeEdge's key and value character rules. */
 export const TwinMapSchema = v.pipe(
-  v.record(v.pipe(v.string(), v.regex(TWIN_KEY_RE, TWIN_KEY_ERROR)), v.nullable(MsgTwinSchema)),
+  strictRecord(v.pipe(v.string(), v.regex(TWIN_KEY_RE, TWIN_KEY_ERROR)), v.nullable(MsgTwinSchema)),
   v.check((m) => Object.values(m).every((t) => !t || (twinValueOk(t.expected) && twinValueOk(t.actual))), TWIN_VALUE_ERROR),
 );
 
@@ -346,7 +356,7 @@ export const MembershipDeviceSchema = v.object({
   description: v.optional(v.string()),
   state: v.optional(v.string()),
   last_online: v.optional(v.string()),
-  attributes: v.nullish(v.record(v.string(), v.nullable(MsgAttrSchema))),
+  attributes: v.nullish(strictRecord(v.string(), v.nullable(MsgAttrSchema))),
   twin: v.nullish(TwinMapSchema),
 });
 

@@ -314,6 +314,11 @@ for (const broker of brokers) {
       const badValue = await a.got.wait((g) => g.topic === T("default/thermo-1", "twin/update/result") && g.payload.event_id === "bad-value", f2);
       expect(badValue.payload).toMatchObject({ code: 400 });
       expect(badValue.payload.reason).toContain("not int");
+      // keys a JS object treats specially are refused by name, not dropped silently
+      await a.pub(T("default/thermo-1", "twin/update"), `{"event_id":"proto","twin":{"__proto__":{"actual":{"value":"1"}}}}`);
+      const proto = await a.got.wait((g) => g.topic === T("default/thermo-1", "twin/update/result") && g.payload.event_id === "proto");
+      expect(proto.payload).toMatchObject({ code: 400 });
+      expect(proto.payload.reason).toContain("reserved");
       await a.pub(T("default/ghost", "twin/update"), { event_id: "ghost", twin: { x: { actual: { value: "1" } } } });
       const unknown = await a.got.wait(res("default/ghost"), f2);
       expect(unknown.payload).toMatchObject({ code: 404, event_id: "ghost" });

@@ -16,6 +16,7 @@ import { InformerFactory, KubeClient, inClusterAvailable } from "../kube/client/
 import { EdgeController } from "./edgecontroller.ts";
 import { DeviceController } from "./devicecontroller.ts";
 import { Outbox, outboxMigrations } from "./outbox.ts";
+import { NodeRevocation, revocationMigrations } from "./revocation.ts";
 
 export const cloudOptions: OptionSpec[] = [
   { flag: "config", type: "string", help: "YAML config file; its keys are the camelCase flag names" },
@@ -82,7 +83,7 @@ export async function startCloud(cfg: CloudConfig, log: Logger): Promise<Running
   };
   const metrics = new Metrics();
   const router = new Router(log.child("router"));
-  const store = await openStore<unknown>(dataFile(cfg.dataDir, "cloudcore.db"), { ...apiserverMigrations, ...outboxMigrations });
+  const store = await openStore<unknown>(dataFile(cfg.dataDir, "cloudcore.db"), { ...apiserverMigrations, ...outboxMigrations, ...revocationMigrations });
   // A real cluster when told (kubeconfig) or when running in one; else the embedded API.
   let api: ApiServer | undefined;
   let client: KubeClient;
@@ -100,7 +101,16 @@ export async function startCloud(cfg: CloudConfig, log: Logger): Promise<Running
   const ca = await loadOrCreateCa(cfg.dataDir);
   const serverCert = await ca.issueServerCert(localAddresses(cfg.advertiseAddress));
 
-  const certService = await startCertService({ ca, listen: listens.httpsListen, serverCert, log: log.child("certservice"), certValidityDays: cfg.certValidityDays });
+  // set once the hub and outbox exist; revocations stored by an earlier run apply from the start
+  let revocation: NodeRevocation | undefined;
+  const certService = await startCertService({
+    ca,
+    listen: listens.httpsListen,
+    serverCert,
+    log: log.child("certservice"),
+    certValidityDays: cfg.certValidityDays,
+    revocation: { refusal: (node, notBefore) => revocation?.refusal(node, notBefore) ?? null, beforeIssue: async (node) => revocation?.beforeIssue(node) },
+  });
   const hub = new CloudHub({
     listen: listens.hubListen,
     tls: { certPem: serverCert.certPem, keyPem: serverCert.keyPem, caPem: ca.certPem },
@@ -108,12 +118,15 @@ export async function startCloud(cfg: CloudConfig, log: Logger): Promise<Running
     metrics,
     maxFrameBytes: cfg.maxFrameBytes,
     keepaliveTimeoutMs: cfg.keepaliveTimeout * 1000,
+    admit: (node, cert) => revocation?.refusal(node, cert.notBefore) ?? null,
   });
   router.register(hub);
   // the outbox listens to the hub before the controllers do: on a connect it flushes what is pending
   // first, and the controllers' resync then finds those messages pending and does not send them twice
   const outbox = new Outbox({ hub, raw: store.raw, log: log.child("outbox"), metrics, limitPerNode: cfg.outboxLimit, retryMs: cfg.outboxRetryMs });
   outbox.start();
+  revocation = new NodeRevocation({ raw: store.raw, informers, client, hub, outbox, log: log.child("revocation") });
+  await revocation.start();
   router.register(new EdgeController({ client, informers, hub, outbox, log: log.child("edgecontroller"), nodeGracePeriodMs: cfg.nodeGracePeriod * 1000 }));
   router.register(new DeviceController({ client, informers, hub, outbox, log: log.child("devicecontroller") }));
   await router.startAll();

@@ -23,6 +23,11 @@ export interface CloudHubOptions {
   keepaliveTimeoutMs: number;
   /** Unsent bytes a session may hold before its node counts as a slow consumer (default 4 × maxFrameBytes). */
   maxBufferedBytes?: number;
+  /**
+   * Checked after the certificate and node_id match: a reason to refuse this node's certificate
+   * (`reason="revoked"`), or null to admit it. cloudcore plugs in NodeRevocation here.
+   */
+  admit?: (node: string, cert: { notBefore: Date; notAfter: Date }) => string | null;
 }
 
 export interface Session {
@@ -106,6 +111,15 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
     this.sendToNode(target.node, { ...msg, route: { ...msg.route, resource: target.resource } });
   }
 
+  /** Closes `node`'s session (policy violation, with `reason`); false when it has none. */
+  disconnect(node: string, reason: string): boolean {
+    const s = this.sessions.get(node);
+    if (!s) return false;
+    this.opts.log.warn("closing the session of a node", { node, reason });
+    s.conn.close(CloseCode.policy, reason.slice(0, 120));
+    return true;
+  }
+
   isConnected(node: string): boolean {
     return this.sessions.has(node);
   }
@@ -159,6 +173,7 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
       this.refuse(reason, `${remote}: ${why}`);
       writeResponse(sock, status, `${why}\n`);
     };
+    if (!sock.authorized && String(sock.authorizationError) === "CERT_HAS_EXPIRED") return deny(401, "cert-expired", "client certificate has expired: join again with a token");
     if (!sock.authorized) return deny(401, "no-client-cert", `client certificate required (${String(sock.authorizationError ?? "none presented")})`);
     if (req.method !== "GET" || req.headers.upgrade?.toLowerCase() !== "websocket") return deny(426, "not-websocket", "WebSocket upgrade required");
     const key = req.headers["sec-websocket-key"];
@@ -170,6 +185,11 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
     const org = subject?.O;
     if (cn !== NODE_CN_PREFIX + node || !(Array.isArray(org) ? org.includes(NODES_ORG) : org === NODES_ORG))
       return deny(403, "identity-mismatch", `certificate CN "${cn ?? ""}" does not match node_id "${node}"`);
+    if (this.opts.admit) {
+      const peer = sock.getPeerCertificate();
+      const why = this.opts.admit(node, { notBefore: new Date(peer.valid_from), notAfter: new Date(peer.valid_to) });
+      if (why) return deny(403, "revoked", why);
+    }
 
     sock.setNoDelay(true);
     const conn = WsConnection.accept(sock, key, req.rest, this.opts.maxFrameBytes);

@@ -59,7 +59,7 @@ export interface Ca {
 const dayMs = 86_400_000;
 const caValidityDays = 3650;
 // Certificates start a few minutes in the past so that an edge whose clock lags the cloud's can use them at once.
-const backdateMs = 5 * 60_000;
+export const backdateMs = 5 * 60_000;
 
 export async function loadOrCreateCa(dataDir: string): Promise<Ca> {
   const dir = join(dataDir, "ca");

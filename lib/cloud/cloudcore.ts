@@ -1,17 +1,18 @@
 /** Wires cloudcore's parts together; the entry script stays thin. */
 import { hostname, networkInterfaces } from "node:os";
 import type { Server } from "node:http";
-import { parseListen, type OptionSpec } from "../config.ts";
+import { ConfigError, parseListen, type OptionSpec } from "../config.ts";
 import { dataFile, dialAddress } from "../daemon.ts";
 import type { Logger } from "../log.ts";
 import { Metrics, serveMetrics } from "../metrics.ts";
-import { Router } from "../router.ts";
+import { DEFAULT_INBOX_LIMIT, Router } from "../router.ts";
 import { openStore } from "../store/db.ts";
 import { CloudHub } from "../hub/cloudhub.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../hub/constants.ts";
 import { loadOrCreateCa } from "../pki/ca.ts";
 import { startCertService } from "../pki/certservice.ts";
 import { apiserverMigrations, startApiServer, type ApiServer } from "../kube/apiserver/index.ts";
+import { MAX_BODY_BYTES } from "../kube/apiserver/validate.ts";
 import { InformerFactory, KubeClient, inClusterAvailable } from "../kube/client/index.ts";
 import { EdgeController } from "./edgecontroller.ts";
 import { DeviceController } from "./devicecontroller.ts";
@@ -34,6 +35,8 @@ export const cloudOptions: OptionSpec[] = [
   { flag: "cert-validity-days", type: "int", default: 365, help: "lifetime of edge node certificates" },
   { flag: "outbox-limit", type: "int", default: 10_000, help: "messages kept per node until its edge acks them (oldest non-delete dropped past it)" },
   { flag: "outbox-retry-ms", type: "int", default: 5000, help: "resend period of a message the edge has not acked" },
+  { flag: "api-max-body-bytes", type: "int", default: MAX_BODY_BYTES, help: "largest request body the embedded API accepts (413 past it)" },
+  { flag: "router-inbox-limit", type: "int", default: DEFAULT_INBOX_LIMIT, help: "messages each controller's inbox holds; past it upstream messages are refused (counted; the edge resends unacked ones)" },
 ];
 
 export interface CloudConfig {
@@ -51,6 +54,8 @@ export interface CloudConfig {
   certValidityDays: number;
   outboxLimit: number;
   outboxRetryMs: number;
+  routerInboxLimit: number;
+  apiMaxBodyBytes: number;
   logFormat: string;
   logLevel: string;
 }
@@ -81,8 +86,9 @@ export async function startCloud(cfg: CloudConfig, log: Logger): Promise<Running
     metricsListen: parseListen(cfg.metricsListen),
     apiListen: parseListen(cfg.apiListen),
   };
+  if (cfg.routerInboxLimit < 1) throw new ConfigError("--router-inbox-limit: must be at least 1");
   const metrics = new Metrics();
-  const router = new Router(log.child("router"));
+  const router = new Router(log.child("router"), cfg.routerInboxLimit, metrics);
   const store = await openStore<unknown>(dataFile(cfg.dataDir, "cloudcore.db"), { ...apiserverMigrations, ...outboxMigrations, ...revocationMigrations });
   // A real cluster when told (kubeconfig) or when running in one; else the embedded API.
   let api: ApiServer | undefined;
@@ -94,7 +100,7 @@ export async function startCloud(cfg: CloudConfig, log: Logger): Promise<Running
     client = KubeClient.inCluster();
     log.info("using the in-cluster service account", { server: client.config.server });
   } else {
-    api = await startApiServer({ store, host: listens.apiListen.host, port: listens.apiListen.port, dataDir: cfg.dataDir, log });
+    api = await startApiServer({ store, host: listens.apiListen.host, port: listens.apiListen.port, dataDir: cfg.dataDir, log, maxBodyBytes: cfg.apiMaxBodyBytes });
     client = new KubeClient({ server: api.url, caPem: api.caCert, token: api.adminToken });
   }
   const informers = new InformerFactory(client, { onError: (err, info) => log.warn("watch failed, retrying", { resource: info.resource, attempt: info.attempt, err: err.message }) });

@@ -7,7 +7,7 @@ import { ConfigError, parseListen, type OptionSpec } from "../config.ts";
 import { dataFile, dialAddress, writeJsonAtomic } from "../daemon.ts";
 import type { Logger } from "../log.ts";
 import { Metrics, serveMetrics } from "../metrics.ts";
-import { Router } from "../router.ts";
+import { DEFAULT_INBOX_LIMIT, Router } from "../router.ts";
 import { openStore } from "../store/db.ts";
 import { EdgeHub } from "../hub/edgehub.ts";
 import { DEFAULT_MAX_FRAME_BYTES, NODE_NAME_RE } from "../hub/constants.ts";
@@ -21,7 +21,7 @@ import { Edged } from "./edged/edged.ts";
 import { ProcessRuntime } from "./edged/process-runtime.ts";
 import { DEFAULT_CRI_ENDPOINT, type Runtime } from "./edged/runtime.ts";
 import { DeviceTwin, deviceTwinMigrations } from "./devicetwin/index.ts";
-import { EventBus } from "./eventbus/index.ts";
+import { EventBus, INBOUND_LIMIT } from "./eventbus/index.ts";
 import { MapperHost, PluginRegistry } from "./mapperhost/index.ts";
 
 export const edgeOptions: OptionSpec[] = [
@@ -49,6 +49,9 @@ export const edgeOptions: OptionSpec[] = [
   { flag: "upstream-limit", type: "int", default: 10_000, help: "pod/node status and twin reports kept in edgecore.db until the cloud acks them" },
   { flag: "upstream-retry-ms", type: "int", default: 5000, help: "resend period of a status or twin report the cloud has not acked" },
   { flag: "max-frame-bytes", type: "int", default: DEFAULT_MAX_FRAME_BYTES, help: "largest hub message accepted from the cloud" },
+  { flag: "router-inbox-limit", type: "int", default: DEFAULT_INBOX_LIMIT, help: "messages each module's inbox holds; past it the router refuses more (counted)" },
+  { flag: "eventbus-queue-limit", type: "int", default: INBOUND_LIMIT, help: "MQTT messages waiting for the device twin; past it new ones are dropped (counted)" },
+  { flag: "mqtt-max-payload-bytes", type: "int", default: 1 << 20, help: "largest device-twin request payload accepted over MQTT" },
 ];
 
 export interface EdgeConfig {
@@ -75,6 +78,9 @@ export interface EdgeConfig {
   upstreamLimit: number;
   upstreamRetryMs: number;
   maxFrameBytes: number;
+  routerInboxLimit: number;
+  eventbusQueueLimit: number;
+  mqttMaxPayloadBytes: number;
   logFormat: string;
   logLevel: string;
 }
@@ -134,9 +140,11 @@ export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEd
   }
   writeJsonAtomic(dataFile(cfg.dataDir, "join.json"), { node: nodeName, hub: hubAddr, certService } satisfies JoinRecord);
 
+  if (cfg.routerInboxLimit < 1) throw new ConfigError("--router-inbox-limit: must be at least 1");
+  if (cfg.eventbusQueueLimit < 1) throw new ConfigError("--eventbus-queue-limit: must be at least 1");
   const store = await openStore<EdgeDb>(dataFile(cfg.dataDir, "edgecore.db"), { ...edgeMigrations, ...deviceTwinMigrations, ...upstreamMigrations });
   const metrics = new Metrics();
-  const router = new Router(log.child("router"));
+  const router = new Router(log.child("router"), cfg.routerInboxLimit, metrics);
   const hub = new EdgeHub({
     server: hubAddr,
     nodeName,
@@ -165,7 +173,7 @@ export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEd
   else throw new ConfigError(`--runtime: "${cfg.runtime}" is not a runtime (process or cri)`);
   const edged = new Edged({ nodeName, dataDir: cfg.dataDir, runtime, meta, log: log.child("edged"), metrics, nodeStatusIntervalMs: cfg.nodeStatusInterval * 1000, restartBackoffBaseMs: cfg.restartBackoffMs });
   router.register(edged);
-  const bus = new EventBus({ mqtt: cfg.mqtt, listen: cfg.mqttListen, metrics, log: log.child("eventbus") });
+  const bus = new EventBus({ mqtt: cfg.mqtt, listen: cfg.mqttListen, metrics, log: log.child("eventbus"), inboundLimit: cfg.eventbusQueueLimit, maxPayloadBytes: cfg.mqttMaxPayloadBytes });
   // the twin publishes straight to the bus: a burst of mapper reports must not overflow a router inbox
   const twin = new DeviceTwin({ store, nodeName, publisher: bus, log: log.child("twin") });
   router.register(twin);

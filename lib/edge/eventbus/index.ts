@@ -39,6 +39,8 @@ export interface EventBusOptions {
   twinGroup?: string;
   /** Largest payload accepted for a twin request, bytes (default 1 MiB). */
   maxPayloadBytes?: number;
+  /** MQTT messages waiting for the twin; past this a burst is shed (default INBOUND_LIMIT). */
+  inboundLimit?: number;
   metrics?: Metrics;
   log?: Logger;
 }
@@ -52,8 +54,8 @@ const DEVICE_CHECKS: Record<string, Check> = {
   [TwinAction.stateUpdate]: { resultAction: TwinAction.stateUpdateResult, schema: StateUpdateSchema },
 };
 
-/** MQTT messages waiting for the twin; past this a burst is shed (counted and logged). */
-const INBOUND_LIMIT = 100_000;
+/** MQTT messages waiting for the twin; past this a burst is shed (counted and logged). Default of --eventbus-queue-limit. */
+export const INBOUND_LIMIT = 100_000;
 
 export class EventBus implements Module {
   readonly name = "eventbus";
@@ -77,7 +79,8 @@ export class EventBus implements Module {
   private draining = false;
   private droppedInbound = 0;
   private readonly deliver = (packet: AedesPublishPacket, cb: () => void) => {
-    if (this.inbound.length >= INBOUND_LIMIT) {
+    if (this.inbound.length >= (this.opts.inboundLimit ?? INBOUND_LIMIT)) {
+      this.counters?.dropped.inc();
       if (this.droppedInbound++ % 1000 === 0) this.log?.warn("mqtt inbound queue full, message dropped", { topic: packet.topic, dropped: this.droppedInbound });
     } else this.inbound.push([packet.topic, typeof packet.payload === "string" ? Buffer.from(packet.payload) : packet.payload]);
     if (!this.draining) {
@@ -104,6 +107,7 @@ export class EventBus implements Module {
           received: m.counter("outpost_eventbus_received_total", "MQTT messages the EventBus received"),
           published: m.counter("outpost_eventbus_published_total", "MQTT messages the EventBus published"),
           rejected: m.counter("outpost_eventbus_rejected_total", "device-twin requests refused as malformed"),
+          dropped: m.counter("outpost_eventbus_dropped_total", "MQTT messages dropped because the EventBus inbound queue was full").with({}),
         }
       : undefined;
   }

@@ -29,6 +29,9 @@ export const cloudOptions: OptionSpec[] = [
   { flag: "metrics-listen", type: "listen", default: "127.0.0.1:9091", help: "Prometheus /metrics address" },
   { flag: "advertise-address", type: "list", default: [], help: "extra IP or DNS name edges use to reach cloudcore (added to the server certificate)" },
   { flag: "max-frame-bytes", type: "int", default: DEFAULT_MAX_FRAME_BYTES, help: "largest hub message accepted from an edge" },
+  { flag: "hub-rate-limit", type: "int", default: 1000, help: "messages a second each edge session may send; past it the hub stops reading that socket until its bucket refills (0 = no limit)" },
+  { flag: "hub-rate-burst", type: "int", default: 2000, help: "messages an edge session may send at once before --hub-rate-limit applies" },
+  { flag: "hub-max-buffered-bytes", type: "int", default: 0, help: "unsent bytes an edge session may hold before its node is disconnected as a slow consumer (0 = 4 x --max-frame-bytes)" },
   { flag: "keepalive-timeout", type: "int", default: 30, help: "seconds without a message before an edge session is closed" },
   { flag: "node-grace-period", type: "int", default: 40, help: "seconds without contact before an edge node goes Ready=Unknown" },
   { flag: "token-ttl", type: "int", default: 12 * 3600, help: "lifetime of join tokens, seconds" },
@@ -48,6 +51,9 @@ export interface CloudConfig {
   metricsListen: string;
   advertiseAddress: string[];
   maxFrameBytes: number;
+  hubRateLimit: number;
+  hubRateBurst: number;
+  hubMaxBufferedBytes: number;
   keepaliveTimeout: number;
   nodeGracePeriod: number;
   tokenTtl: number;
@@ -124,6 +130,8 @@ export async function startCloud(cfg: CloudConfig, log: Logger): Promise<Running
     metrics,
     maxFrameBytes: cfg.maxFrameBytes,
     keepaliveTimeoutMs: cfg.keepaliveTimeout * 1000,
+    rateLimit: { rate: cfg.hubRateLimit, burst: cfg.hubRateBurst },
+    ...(cfg.hubMaxBufferedBytes > 0 ? { maxBufferedBytes: cfg.hubMaxBufferedBytes } : {}),
     admit: (node, cert) => revocation?.refusal(node, cert.notBefore) ?? null,
   });
   router.register(hub);

@@ -12,6 +12,7 @@ import type { Router, Module } from "../router.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import type { Listen } from "../config.ts";
+import { TokenBucket } from "./ratelimit.ts";
 
 export interface CloudHubOptions {
   listen: Listen;
@@ -28,6 +29,12 @@ export interface CloudHubOptions {
    * (`reason="revoked"`), or null to admit it. cloudcore plugs in NodeRevocation here.
    */
   admit?: (node: string, cert: { notBefore: Date; notAfter: Date }) => string | null;
+  /**
+   * Messages a second each session may send, and the burst it may save up. Past it the hub stops
+   * reading that socket until the bucket refills (TCP back-pressure: nothing is dropped). Unset or
+   * rate 0: no limit.
+   */
+  rateLimit?: { rate: number; burst: number };
 }
 
 export interface Session {
@@ -36,6 +43,9 @@ export interface Session {
   remote: string;
   connectedAt: number;
   lastSeen: number;
+  /** Per-session rate limit (absent when off) and whether reading is paused for it. */
+  bucket?: TokenBucket;
+  throttled?: boolean;
 }
 
 export interface CloudHubEvents {
@@ -59,6 +69,7 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
   private readonly refusals;
   private readonly badFrames;
   private readonly slowConsumers;
+  private readonly throttledMessages;
   port = 0;
 
   constructor(private readonly opts: CloudHubOptions) {
@@ -70,6 +81,7 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
     this.messagesOut = messages.with({ direction: "out" });
     this.refusals = m.counter("outpost_cloudhub_refused_connections_total", "Connections refused, by reason.");
     this.slowConsumers = m.counter("outpost_cloudhub_slow_consumers_total", "Sessions closed because the node did not read its messages.");
+    this.throttledMessages = m.counter("outpost_cloudhub_throttled_total", "Times an edge session found its rate-limit bucket empty; each pauses reading it until a batch of tokens is back.").with({});
     this.badFrames = m.counter("outpost_cloudhub_bad_frames_total", "Upstream frames dropped as malformed.");
   }
 
@@ -200,6 +212,8 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
       old.conn.close(CloseCode.policy, "replaced by a new connection");
     }
     const session: Session = { node, conn, remote, connectedAt: Date.now(), lastSeen: Date.now() };
+    const rl = this.opts.rateLimit;
+    if (rl && rl.rate > 0) session.bucket = new TokenBucket(rl.rate, Math.max(1, rl.burst));
     this.sessions.set(node, session);
     conn.on("message", (text) => this.onFrame(session, text));
     conn.on("close", (code, reason) => {
@@ -215,6 +229,7 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
 
   private onFrame(session: Session, text: string): void {
     session.lastSeen = Date.now();
+    if (session.bucket) this.limitRate(session);
     if (text.length < 4 && text.trim() === "") return; // KubeEdge's edge sends an empty message on shutdown
     let msg: Message;
     try {
@@ -233,6 +248,27 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
       this.router?.resolveReply(internal);
     } else this.router?.sendToGroup(cloudGroupFor(msg.route.source), internal);
     this.emit("message", session.node, msg);
+  }
+
+  /**
+   * Spends a token for this message; when the bucket is empty, stops taking frames from this session
+   * (the ones already read stay buffered, the socket is paused, the edge's writes back up in TCP)
+   * until the bucket holds a small batch again. Nothing is dropped.
+   */
+  private limitRate(session: Session): void {
+    const bucket = session.bucket!;
+    const waitMs = bucket.take();
+    if (waitMs <= 0) return;
+    this.throttledMessages.inc();
+    if (session.throttled) return;
+    session.throttled = true;
+    session.conn.hold();
+    // wait for a batch rather than one token: one timer per batch, not per message
+    const batch = Math.min(bucket.burst, Math.max(1, bucket.rate / 20));
+    setTimeout(() => {
+      session.throttled = false;
+      session.conn.release();
+    }, Math.ceil(waitMs + (batch * 1000) / bucket.rate));
   }
 
   private sweep(): void {

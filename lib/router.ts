@@ -29,6 +29,8 @@ interface Inbox {
   queue: Message[];
   draining: boolean;
   dropped: number;
+  /** The running drain, while `draining`. */
+  drained?: Promise<void>;
 }
 
 export class Router {
@@ -51,8 +53,15 @@ export class Router {
     for (const { module } of this.inboxes.values()) await module.start({ router: this, log: this.log.child(module.name) });
   }
 
-  async stopAll(): Promise<void> {
-    for (const { module } of [...this.inboxes.values()].reverse()) {
+  /**
+   * Stops the modules in reverse order of registration. Each module first works off what its inbox
+   * holds (bounded by `drainMs`), so what a module stopped before it handed on (e.g. the EventBus's
+   * last MQTT messages to the twin) is handled while the receiver still runs.
+   */
+  async stopAll(drainMs = 1000): Promise<void> {
+    for (const inbox of [...this.inboxes.values()].reverse()) {
+      const { module } = inbox;
+      if (inbox.draining && inbox.drained) await Promise.race([inbox.drained, new Promise((r) => setTimeout(r, drainMs))]);
       try {
         await module.stop();
       } catch (e) {
@@ -107,7 +116,7 @@ export class Router {
       return false;
     }
     inbox.queue.push(msg);
-    if (!inbox.draining) void this.drain(inbox);
+    if (!inbox.draining) inbox.drained = this.drain(inbox);
     return true;
   }
 

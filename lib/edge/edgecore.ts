@@ -211,6 +211,8 @@ export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEd
     metrics,
     endpoints: { mqtt: bus.address, metaserver: dialAddress(metaServerListen, metaServerPort), metrics: dialAddress(metricsListen, metricsPort) },
     async stop() {
+      // the daemon exits by force 4.5 s after SIGTERM: the hub's wait for acks ends well before
+      hub.stopDeadline = Date.now() + 3800;
       clearInterval(rotation);
       await mappers.stop();
       await metaServer.stop();

@@ -187,6 +187,12 @@ export class EventBus implements Module {
   }
 
   async stop(): Promise<void> {
+    // what MQTT clients published before the stop still reaches the twin (bounded: at most 1 s)
+    const until = Date.now() + 1000;
+    while (this.inbound.length > 0 && Date.now() < until) {
+      const [topic, payload] = this.inbound.shift()!;
+      this.onMessage(topic, payload);
+    }
     const client = this.client;
     this.client = undefined;
     if (client) await client.endAsync(true).catch(() => {});

@@ -18,6 +18,7 @@ import { EdgeController } from "./edgecontroller.ts";
 import { DeviceController } from "./devicecontroller.ts";
 import { Outbox, outboxMigrations } from "./outbox.ts";
 import { NodeRevocation, revocationMigrations } from "./revocation.ts";
+import { QueryServer } from "./queryserver.ts";
 
 export const cloudOptions: OptionSpec[] = [
   { flag: "config", type: "string", help: "YAML config file; its keys are the camelCase flag names" },
@@ -143,6 +144,7 @@ export async function startCloud(cfg: CloudConfig, log: Logger): Promise<Running
   await revocation.start();
   router.register(new EdgeController({ client, informers, hub, outbox, log: log.child("edgecontroller"), nodeGracePeriodMs: cfg.nodeGracePeriod * 1000 }));
   router.register(new DeviceController({ client, informers, hub, outbox, log: log.child("devicecontroller") }));
+  router.register(new QueryServer({ informers, hub, log: log.child("queryserver"), metrics }));
   await router.startAll();
   const metricsServer: Server = (await serveMetrics(metrics, listens.metricsListen)).server;
   const metricsPort = (metricsServer.address() as { port: number }).port;

@@ -246,7 +246,7 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
       // an ack of a cloud message: for the outbox (or a waiter), not for the controllers
       this.emit("ack", session.node, msg.header.parent_msg_id);
       this.router?.resolveReply(internal);
-    } else this.router?.sendToGroup(cloudGroupFor(msg.route.source), internal);
+    } else this.router?.sendToGroup(cloudGroupFor(msg.route.source, msg.route.operation), internal);
     this.emit("message", session.node, msg);
   }
 

@@ -57,7 +57,7 @@ class NodeConn {
   async query(resource: string): Promise<Message> {
     const q = newMessage({ source: "metaManager", group: "meta", operation: "query", resource }, null);
     this.send(q);
-    return eventually(() => this.got.find((m) => m.header.parent_msg_id === q.header.msg_id), 5000, `answer to ${resource}`);
+    return (await eventually(() => this.got.find((m) => m.header.parent_msg_id === q.header.msg_id), 5000, `answer to ${resource}`))!;
   }
 }
 

@@ -37,6 +37,7 @@ export const cloudOptions: OptionSpec[] = [
   { flag: "node-grace-period", type: "int", default: 40, help: "seconds without contact before an edge node goes Ready=Unknown" },
   { flag: "token-ttl", type: "int", default: 12 * 3600, help: "lifetime of join tokens, seconds" },
   { flag: "cert-validity-days", type: "int", default: 365, help: "lifetime of edge node certificates" },
+  { flag: "cert-validity-seconds", type: "int", default: 0, help: "lifetime of edge node certificates in seconds, overriding --cert-validity-days (for tests and rotation drills; 0 = use days)" },
   { flag: "outbox-limit", type: "int", default: 10_000, help: "messages kept per node until its edge acks them (oldest non-delete dropped past it)" },
   { flag: "outbox-retry-ms", type: "int", default: 5000, help: "resend period of a message the edge has not acked" },
   { flag: "api-max-body-bytes", type: "int", default: MAX_BODY_BYTES, help: "largest request body the embedded API accepts (413 past it)" },
@@ -59,6 +60,7 @@ export interface CloudConfig {
   nodeGracePeriod: number;
   tokenTtl: number;
   certValidityDays: number;
+  certValiditySeconds: number;
   outboxLimit: number;
   outboxRetryMs: number;
   routerInboxLimit: number;
@@ -121,8 +123,8 @@ export async function startCloud(cfg: CloudConfig, log: Logger): Promise<Running
     listen: listens.httpsListen,
     serverCert,
     log: log.child("certservice"),
-    certValidityDays: cfg.certValidityDays,
-    revocation: { refusal: (node, notBefore) => revocation?.refusal(node, notBefore) ?? null, beforeIssue: async (node) => revocation?.beforeIssue(node) },
+    certValidityDays: cfg.certValiditySeconds > 0 ? cfg.certValiditySeconds / 86_400 : cfg.certValidityDays,
+    revocation: { refusal: (node, cert) => revocation?.refusal(node, cert) ?? null, beforeIssue: async (node) => revocation?.beforeIssue(node) },
   });
   const hub = new CloudHub({
     listen: listens.hubListen,
@@ -133,7 +135,7 @@ export async function startCloud(cfg: CloudConfig, log: Logger): Promise<Running
     keepaliveTimeoutMs: cfg.keepaliveTimeout * 1000,
     rateLimit: { rate: cfg.hubRateLimit, burst: cfg.hubRateBurst },
     ...(cfg.hubMaxBufferedBytes > 0 ? { maxBufferedBytes: cfg.hubMaxBufferedBytes } : {}),
-    admit: (node, cert) => revocation?.refusal(node, cert.notBefore) ?? null,
+    admit: (node, cert) => revocation?.refusal(node, cert) ?? null,
   });
   router.register(hub);
   // the outbox listens to the hub before the controllers do: on a connect it flushes what is pending

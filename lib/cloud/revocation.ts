@@ -19,7 +19,7 @@ import type { Migration } from "kysely";
 import type { Logger } from "../log.ts";
 import type { SqliteDatabase, SqliteStatement } from "../runtime/index.ts";
 import type { CloudHub } from "../hub/cloudhub.ts";
-import { backdateMs } from "../pki/ca.ts";
+import { issuedAt } from "../pki/ca.ts";
 import { Resources, isNotFound, type InformerFactory, type KubeClient, type KubeObject, type SharedInformer } from "../kube/client/index.ts";
 import type { Outbox } from "./outbox.ts";
 
@@ -74,12 +74,12 @@ export class NodeRevocation {
    * Why a certificate of `node` that became valid at `notBefore` must be refused, or null when it may
    * be used. Certificates issued before the revocation are refused; those of a later join are not.
    */
-  refusal(node: string, notBefore: Date): string | null {
+  refusal(node: string, cert: { notBefore: Date; notAfter: Date }): string | null {
     const at = this.revoked.get(node);
     if (at === undefined) return null;
-    const issuedAt = notBefore.getTime() + backdateMs;
-    if (issuedAt > at) return null;
-    return `node "${node}" was deleted from the cluster at ${new Date(at).toISOString()} (revoked): its certificate from ${new Date(issuedAt).toISOString()} is no longer accepted; create the Node again or join the node again with a new token`;
+    const issued = issuedAt(cert.notBefore, cert.notAfter);
+    if (issued > at) return null;
+    return `node "${node}" was deleted from the cluster at ${new Date(at).toISOString()} (revoked): its certificate from ${new Date(issued).toISOString()} is no longer accepted; create the Node again or join the node again with a new token`;
   }
 
   /** Certificates carry whole seconds: one issued in the second of the revocation would look older, so wait that second out. */

@@ -190,15 +190,37 @@ export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEd
   const metaServer = new MetaServer(meta, log.child("metaserver"));
   const metaServerPort = await metaServer.start(metaServerListen);
 
+  // certificate rotation (kubeedge-wire.md): renewed at 80 % of its lifetime with the current
+  // certificate, then the hub link is re-dialled with the new one (the old link closes once the new
+  // one is up). Checked when due, at least hourly; a failure is retried after a tenth of what is left.
+  let rotation: ReturnType<typeof setTimeout> | undefined;
+  let rotationStopped = false;
+  const scheduleRotation = (afterFailure = false) => {
+    if (rotationStopped) return;
+    const c = loadEdgeCredentials(cfg.dataDir);
+    if (!c) return;
+    const now = Date.now();
+    const start = c.notBefore.getTime();
+    const end = c.notAfter.getTime();
+    const due = start + (end - start) * 0.8;
+    const delay = afterFailure ? Math.min(60_000, Math.max(1000, (end - now) / 10)) : Math.min(3600_000, Math.max(250, due - now));
+    rotation = setTimeout(() => void rotate(), delay);
+    rotation.unref?.();
+  };
   const rotate = async () => {
+    let failed = false;
     try {
-      if (await renewIfDue({ httpsAddr: certService, nodeName, dataDir: cfg.dataDir, log })) log.info("node certificate renewed");
+      if (await renewIfDue({ httpsAddr: certService, nodeName, dataDir: cfg.dataDir, log })) {
+        log.info("node certificate renewed", { notAfter: loadEdgeCredentials(cfg.dataDir)?.notAfter.toISOString() });
+        hub.reconnect("node certificate renewed");
+      }
     } catch (e) {
+      failed = true;
       log.warn("certificate renewal failed, will retry", { err: String(e) });
     }
+    scheduleRotation(failed);
   };
-  const rotation = setInterval(rotate, 3600_000);
-  rotation.unref?.();
+  scheduleRotation();
 
   const metricsListen = parseListen(cfg.metricsListen);
   const metricsServer = (await serveMetrics(metrics, metricsListen)).server;
@@ -213,7 +235,8 @@ export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEd
     async stop() {
       // the daemon exits by force 4.5 s after SIGTERM: the hub's wait for acks ends well before
       hub.stopDeadline = Date.now() + 3800;
-      clearInterval(rotation);
+      rotationStopped = true;
+      clearTimeout(rotation);
       await mappers.stop();
       await metaServer.stop();
       await router.stopAll();

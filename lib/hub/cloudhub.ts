@@ -43,6 +43,8 @@ export interface Session {
   remote: string;
   connectedAt: number;
   lastSeen: number;
+  /** When the session's client certificate expires (ms): the session is closed then. */
+  certNotAfter: number;
   /** Per-session rate limit (absent when off) and whether reading is paused for it. */
   bucket?: TokenBucket;
   throttled?: boolean;
@@ -197,9 +199,10 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
     const org = subject?.O;
     if (cn !== NODE_CN_PREFIX + node || !(Array.isArray(org) ? org.includes(NODES_ORG) : org === NODES_ORG))
       return deny(403, "identity-mismatch", `certificate CN "${cn ?? ""}" does not match node_id "${node}"`);
+    const peer = sock.getPeerCertificate();
+    const validity = { notBefore: new Date(peer.valid_from), notAfter: new Date(peer.valid_to) };
     if (this.opts.admit) {
-      const peer = sock.getPeerCertificate();
-      const why = this.opts.admit(node, { notBefore: new Date(peer.valid_from), notAfter: new Date(peer.valid_to) });
+      const why = this.opts.admit(node, validity);
       if (why) return deny(403, "revoked", why);
     }
 
@@ -211,7 +214,8 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
       this.sessions.delete(node);
       old.conn.close(CloseCode.policy, "replaced by a new connection");
     }
-    const session: Session = { node, conn, remote, connectedAt: Date.now(), lastSeen: Date.now() };
+    const certNotAfter = Number.isNaN(validity.notAfter.getTime()) ? Infinity : validity.notAfter.getTime();
+    const session: Session = { node, conn, remote, connectedAt: Date.now(), lastSeen: Date.now(), certNotAfter };
     const rl = this.opts.rateLimit;
     if (rl && rl.rate > 0) session.bucket = new TokenBucket(rl.rate, Math.max(1, rl.burst));
     this.sessions.set(node, session);
@@ -223,7 +227,7 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
         this.emit("disconnected", node);
       }
     });
-    this.opts.log.info("node connected", { node, remote });
+    this.opts.log.info("node connected", { node, remote, certSerial: peer.serialNumber, certNotAfter: Number.isFinite(certNotAfter) ? validity.notAfter.toISOString() : "unknown" });
     this.emit("connected", node);
   }
 
@@ -272,8 +276,14 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
   }
 
   private sweep(): void {
-    const deadline = Date.now() - this.opts.keepaliveTimeoutMs;
+    const now = Date.now();
+    const deadline = now - this.opts.keepaliveTimeoutMs;
     for (const s of this.sessions.values()) {
+      if (s.certNotAfter <= now) {
+        this.opts.log.warn("client certificate expired, closing session", { node: s.node });
+        s.conn.close(CloseCode.policy, "client certificate expired");
+        continue;
+      }
       if (s.lastSeen < deadline) {
         this.opts.log.warn("no keepalive in time, closing session", { node: s.node });
         s.conn.terminate();

@@ -172,8 +172,28 @@ export class EdgeHub extends EventEmitter<EdgeHubEvents> implements Module {
     ws.on("close", (code: number, reason: Buffer) => this.onClose(ws, code, String(reason ?? "")));
   }
 
+  /**
+   * Dials a new link (with the credentials as they are now, e.g. a renewed certificate) while the
+   * current one stays up; when the new one is open the old one is closed (the cloud replaces the
+   * node's session). No gap without a link.
+   */
+  reconnect(reason: string): void {
+    if (this.stopped) return;
+    if (!this.isUp()) return; // a dial is under way or scheduled, and it loads the credentials afresh
+    this.opts.log.info("re-dialling the cloud", { reason });
+    this.retiring = this.ws;
+    this.dial();
+  }
+
+  private retiring?: WebSocket;
+
   private onOpen(ws: WebSocket): void {
     if (ws !== this.ws) return;
+    this.clearLinkTimers(); // a replaced link's timers
+    if (this.retiring) {
+      this.retiring.close(1000, "replaced by a new link");
+      this.retiring = undefined;
+    }
     this.connected = true;
     this.attempt = 0;
     this.lastPong = Date.now();

@@ -28,7 +28,7 @@ export interface CertServiceOptions {
    * Revoked nodes (cloudcore's NodeRevocation): a renewal with a certificate issued before the
    * revocation is refused (403); a join with a token is allowed and gets a certificate newer than it.
    */
-  revocation?: { refusal(node: string, notBefore: Date): string | null; beforeIssue(node: string): Promise<void> };
+  revocation?: { refusal(node: string, cert: { notBefore: Date; notAfter: Date }): string | null; beforeIssue(node: string): Promise<void> };
 }
 
 export interface CertService {
@@ -86,7 +86,7 @@ export async function startCertService(opts: CertServiceOptions): Promise<CertSe
     if (cn.length !== 1 || cn[0] !== nodeCommonName(nodeName) || o.length !== 1 || o[0] !== nodesOrganization) {
       throw new Refusal(403, `the client certificate "${cert.subject}" does not belong to node ${nodeName}`);
     }
-    const revoked = opts.revocation?.refusal(nodeName, cert.notBefore);
+    const revoked = opts.revocation?.refusal(nodeName, cert);
     if (revoked) throw new Refusal(403, revoked);
     return "client certificate";
   };

@@ -117,6 +117,8 @@ export interface RunningEdge {
 }
 
 export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEdge> {
+  if (cfg.routerInboxLimit < 1) throw new ConfigError("--router-inbox-limit: must be at least 1");
+  if (cfg.eventbusQueueLimit < 1) throw new ConfigError("--eventbus-queue-limit: must be at least 1");
   // plugins first: a bad --mapper stops the start before anything joins or listens
   const registry = new PluginRegistry();
   for (const path of cfg.mapper) {
@@ -140,8 +142,6 @@ export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEd
   }
   writeJsonAtomic(dataFile(cfg.dataDir, "join.json"), { node: nodeName, hub: hubAddr, certService } satisfies JoinRecord);
 
-  if (cfg.routerInboxLimit < 1) throw new ConfigError("--router-inbox-limit: must be at least 1");
-  if (cfg.eventbusQueueLimit < 1) throw new ConfigError("--eventbus-queue-limit: must be at least 1");
   const store = await openStore<EdgeDb>(dataFile(cfg.dataDir, "edgecore.db"), { ...edgeMigrations, ...deviceTwinMigrations, ...upstreamMigrations });
   const metrics = new Metrics();
   const router = new Router(log.child("router"), cfg.routerInboxLimit, metrics);

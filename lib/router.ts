@@ -5,6 +5,10 @@
  */
 import type { Message } from "./message.ts";
 import type { Logger } from "./log.ts";
+import type { Metrics } from "./metrics.ts";
+
+/** Messages a module's inbox holds before the router refuses more (--router-inbox-limit). */
+export const DEFAULT_INBOX_LIMIT = 1024;
 
 export interface Module {
   readonly name: string;
@@ -25,13 +29,20 @@ interface Inbox {
   queue: Message[];
   draining: boolean;
   dropped: number;
+  /** The running drain, while `draining`. */
+  drained?: Promise<void>;
 }
 
 export class Router {
   private readonly inboxes = new Map<string, Inbox>();
   private readonly waiters = new Map<string, (m: Message) => void>();
 
-  constructor(private readonly log: Logger, private readonly inboxLimit = 1024) {}
+  private readonly droppedCounter;
+
+  constructor(private readonly log: Logger, private readonly inboxLimit = DEFAULT_INBOX_LIMIT, metrics?: Metrics) {
+    if (!Number.isInteger(inboxLimit) || inboxLimit < 1) throw new Error(`router inbox limit must be a positive integer (got ${inboxLimit})`);
+    this.droppedCounter = metrics?.counter("outpost_router_dropped_total", "Messages refused because a module's inbox was full, by module.");
+  }
 
   register(module: Module): void {
     if (this.inboxes.has(module.name)) throw new Error(`module ${module.name} registered twice`);
@@ -42,8 +53,15 @@ export class Router {
     for (const { module } of this.inboxes.values()) await module.start({ router: this, log: this.log.child(module.name) });
   }
 
-  async stopAll(): Promise<void> {
-    for (const { module } of [...this.inboxes.values()].reverse()) {
+  /**
+   * Stops the modules in reverse order of registration. Each module first works off what its inbox
+   * holds (bounded by `drainMs`), so what a module stopped before it handed on (e.g. the EventBus's
+   * last MQTT messages to the twin) is handled while the receiver still runs.
+   */
+  async stopAll(drainMs = 1000): Promise<void> {
+    for (const inbox of [...this.inboxes.values()].reverse()) {
+      const { module } = inbox;
+      if (inbox.draining && inbox.drained) await Promise.race([inbox.drained, new Promise((r) => setTimeout(r, drainMs))]);
       try {
         await module.stop();
       } catch (e) {
@@ -93,11 +111,12 @@ export class Router {
 
   private enqueue(inbox: Inbox, msg: Message): boolean {
     if (inbox.queue.length >= this.inboxLimit) {
+      this.droppedCounter?.inc({ module: inbox.module.name });
       if (inbox.dropped++ % 1000 === 0) this.log.warn("inbox full, message dropped", { module: inbox.module.name, resource: msg.route.resource });
       return false;
     }
     inbox.queue.push(msg);
-    if (!inbox.draining) void this.drain(inbox);
+    if (!inbox.draining) inbox.drained = this.drain(inbox);
     return true;
   }
 

@@ -121,6 +121,15 @@ export class Outbox {
     clearInterval(this.timer);
   }
 
+  /** Drops everything pending for `node` (a revoked node: it is no longer in the cluster). */
+  discard(node: string): void {
+    const box = this.nodes.get(node);
+    if (!box) return;
+    for (const key of box.entries.keys()) this.table.remove(node, key);
+    this.nodes.delete(node);
+    this.depth.set(0, { node });
+  }
+
   /** Messages pending for `node` (tests, metrics). */
   pending(node: string): number {
     return this.nodes.get(node)?.entries.size ?? 0;

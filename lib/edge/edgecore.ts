@@ -7,7 +7,7 @@ import { ConfigError, parseListen, type OptionSpec } from "../config.ts";
 import { dataFile, dialAddress, writeJsonAtomic } from "../daemon.ts";
 import type { Logger } from "../log.ts";
 import { Metrics, serveMetrics } from "../metrics.ts";
-import { Router } from "../router.ts";
+import { DEFAULT_INBOX_LIMIT, Router } from "../router.ts";
 import { openStore } from "../store/db.ts";
 import { EdgeHub } from "../hub/edgehub.ts";
 import { DEFAULT_MAX_FRAME_BYTES, NODE_NAME_RE } from "../hub/constants.ts";
@@ -21,7 +21,7 @@ import { Edged } from "./edged/edged.ts";
 import { ProcessRuntime } from "./edged/process-runtime.ts";
 import { DEFAULT_CRI_ENDPOINT, type Runtime } from "./edged/runtime.ts";
 import { DeviceTwin, deviceTwinMigrations } from "./devicetwin/index.ts";
-import { EventBus } from "./eventbus/index.ts";
+import { EventBus, INBOUND_LIMIT } from "./eventbus/index.ts";
 import { MapperHost, PluginRegistry } from "./mapperhost/index.ts";
 
 export const edgeOptions: OptionSpec[] = [
@@ -49,6 +49,9 @@ export const edgeOptions: OptionSpec[] = [
   { flag: "upstream-limit", type: "int", default: 10_000, help: "pod/node status and twin reports kept in edgecore.db until the cloud acks them" },
   { flag: "upstream-retry-ms", type: "int", default: 5000, help: "resend period of a status or twin report the cloud has not acked" },
   { flag: "max-frame-bytes", type: "int", default: DEFAULT_MAX_FRAME_BYTES, help: "largest hub message accepted from the cloud" },
+  { flag: "router-inbox-limit", type: "int", default: DEFAULT_INBOX_LIMIT, help: "messages each module's inbox holds; past it the router refuses more (counted)" },
+  { flag: "eventbus-queue-limit", type: "int", default: INBOUND_LIMIT, help: "MQTT messages waiting for the device twin; past it new ones are dropped (counted)" },
+  { flag: "mqtt-max-payload-bytes", type: "int", default: 1 << 20, help: "largest device-twin request payload accepted over MQTT" },
 ];
 
 export interface EdgeConfig {
@@ -75,6 +78,9 @@ export interface EdgeConfig {
   upstreamLimit: number;
   upstreamRetryMs: number;
   maxFrameBytes: number;
+  routerInboxLimit: number;
+  eventbusQueueLimit: number;
+  mqttMaxPayloadBytes: number;
   logFormat: string;
   logLevel: string;
 }
@@ -111,6 +117,8 @@ export interface RunningEdge {
 }
 
 export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEdge> {
+  if (cfg.routerInboxLimit < 1) throw new ConfigError("--router-inbox-limit: must be at least 1");
+  if (cfg.eventbusQueueLimit < 1) throw new ConfigError("--eventbus-queue-limit: must be at least 1");
   // plugins first: a bad --mapper stops the start before anything joins or listens
   const registry = new PluginRegistry();
   for (const path of cfg.mapper) {
@@ -136,7 +144,7 @@ export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEd
 
   const store = await openStore<EdgeDb>(dataFile(cfg.dataDir, "edgecore.db"), { ...edgeMigrations, ...deviceTwinMigrations, ...upstreamMigrations });
   const metrics = new Metrics();
-  const router = new Router(log.child("router"));
+  const router = new Router(log.child("router"), cfg.routerInboxLimit, metrics);
   const hub = new EdgeHub({
     server: hubAddr,
     nodeName,
@@ -166,7 +174,15 @@ export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEd
   const edged = new Edged({ nodeName, dataDir: cfg.dataDir, runtime, meta, log: log.child("edged"), metrics, nodeStatusIntervalMs: cfg.nodeStatusInterval * 1000, restartBackoffBaseMs: cfg.restartBackoffMs });
   router.register(edged);
   // twin requests go from the bus straight to the twin, a drained burst per transaction
-  const bus = new EventBus({ mqtt: cfg.mqtt, listen: cfg.mqttListen, metrics, log: log.child("eventbus"), twin: { handleBatch: (msgs) => twin.handleBatch(msgs) } });
+  const bus = new EventBus({
+    mqtt: cfg.mqtt,
+    listen: cfg.mqttListen,
+    metrics,
+    log: log.child("eventbus"),
+    inboundLimit: cfg.eventbusQueueLimit,
+    maxPayloadBytes: cfg.mqttMaxPayloadBytes,
+    twin: { handleBatch: (msgs) => twin.handleBatch(msgs) },
+  });
   // the twin publishes straight to the bus: a burst of mapper reports must not overflow a router inbox
   const twin = new DeviceTwin({ store, nodeName, publisher: bus, log: log.child("twin") });
   router.register(twin);
@@ -183,15 +199,37 @@ export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEd
   const metaServer = new MetaServer(meta, log.child("metaserver"));
   const metaServerPort = await metaServer.start(metaServerListen);
 
+  // certificate rotation (kubeedge-wire.md): renewed at 80 % of its lifetime with the current
+  // certificate, then the hub link is re-dialled with the new one (the old link closes once the new
+  // one is up). Checked when due, at least hourly; a failure is retried after a tenth of what is left.
+  let rotation: ReturnType<typeof setTimeout> | undefined;
+  let rotationStopped = false;
+  const scheduleRotation = (afterFailure = false) => {
+    if (rotationStopped) return;
+    const c = loadEdgeCredentials(cfg.dataDir);
+    if (!c) return;
+    const now = Date.now();
+    const start = c.notBefore.getTime();
+    const end = c.notAfter.getTime();
+    const due = start + (end - start) * 0.8;
+    const delay = afterFailure ? Math.min(60_000, Math.max(1000, (end - now) / 10)) : Math.min(3600_000, Math.max(250, due - now));
+    rotation = setTimeout(() => void rotate(), delay);
+    rotation.unref?.();
+  };
   const rotate = async () => {
+    let failed = false;
     try {
-      if (await renewIfDue({ httpsAddr: certService, nodeName, dataDir: cfg.dataDir, log })) log.info("node certificate renewed");
+      if (await renewIfDue({ httpsAddr: certService, nodeName, dataDir: cfg.dataDir, log })) {
+        log.info("node certificate renewed", { notAfter: loadEdgeCredentials(cfg.dataDir)?.notAfter.toISOString() });
+        hub.reconnect("node certificate renewed");
+      }
     } catch (e) {
+      failed = true;
       log.warn("certificate renewal failed, will retry", { err: String(e) });
     }
+    scheduleRotation(failed);
   };
-  const rotation = setInterval(rotate, 3600_000);
-  rotation.unref?.();
+  scheduleRotation();
 
   const metricsListen = parseListen(cfg.metricsListen);
   const metricsServer = (await serveMetrics(metrics, metricsListen)).server;
@@ -204,7 +242,10 @@ export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEd
     metrics,
     endpoints: { mqtt: bus.address, metaserver: dialAddress(metaServerListen, metaServerPort), metrics: dialAddress(metricsListen, metricsPort) },
     async stop() {
-      clearInterval(rotation);
+      // the daemon exits by force 4.5 s after SIGTERM: the hub's wait for acks ends well before
+      hub.stopDeadline = Date.now() + 3800;
+      rotationStopped = true;
+      clearTimeout(rotation);
       await mappers.stop();
       await metaServer.stop();
       await router.stopAll();

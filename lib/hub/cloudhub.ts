@@ -12,6 +12,7 @@ import type { Router, Module } from "../router.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import type { Listen } from "../config.ts";
+import { TokenBucket } from "./ratelimit.ts";
 
 export interface CloudHubOptions {
   listen: Listen;
@@ -23,6 +24,17 @@ export interface CloudHubOptions {
   keepaliveTimeoutMs: number;
   /** Unsent bytes a session may hold before its node counts as a slow consumer (default 4 × maxFrameBytes). */
   maxBufferedBytes?: number;
+  /**
+   * Checked after the certificate and node_id match: a reason to refuse this node's certificate
+   * (`reason="revoked"`), or null to admit it. cloudcore plugs in NodeRevocation here.
+   */
+  admit?: (node: string, cert: { notBefore: Date; notAfter: Date }) => string | null;
+  /**
+   * Messages a second each session may send, and the burst it may save up. Past it the hub stops
+   * reading that socket until the bucket refills (TCP back-pressure: nothing is dropped). Unset or
+   * rate 0: no limit.
+   */
+  rateLimit?: { rate: number; burst: number };
 }
 
 export interface Session {
@@ -31,6 +43,11 @@ export interface Session {
   remote: string;
   connectedAt: number;
   lastSeen: number;
+  /** When the session's client certificate expires (ms): the session is closed then. */
+  certNotAfter: number;
+  /** Per-session rate limit (absent when off) and whether reading is paused for it. */
+  bucket?: TokenBucket;
+  throttled?: boolean;
 }
 
 export interface CloudHubEvents {
@@ -54,6 +71,7 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
   private readonly refusals;
   private readonly badFrames;
   private readonly slowConsumers;
+  private readonly throttledMessages;
   port = 0;
 
   constructor(private readonly opts: CloudHubOptions) {
@@ -65,6 +83,7 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
     this.messagesOut = messages.with({ direction: "out" });
     this.refusals = m.counter("outpost_cloudhub_refused_connections_total", "Connections refused, by reason.");
     this.slowConsumers = m.counter("outpost_cloudhub_slow_consumers_total", "Sessions closed because the node did not read its messages.");
+    this.throttledMessages = m.counter("outpost_cloudhub_throttled_total", "Times an edge session found its rate-limit bucket empty; each pauses reading it until a batch of tokens is back.").with({});
     this.badFrames = m.counter("outpost_cloudhub_bad_frames_total", "Upstream frames dropped as malformed.");
   }
 
@@ -104,6 +123,15 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
     const target = splitNodeResource(msg.route.resource);
     if (!target) return this.opts.log.warn("message without node/<id>/ prefix dropped", { resource: msg.route.resource });
     this.sendToNode(target.node, { ...msg, route: { ...msg.route, resource: target.resource } });
+  }
+
+  /** Closes `node`'s session (policy violation, with `reason`); false when it has none. */
+  disconnect(node: string, reason: string): boolean {
+    const s = this.sessions.get(node);
+    if (!s) return false;
+    this.opts.log.warn("closing the session of a node", { node, reason });
+    s.conn.close(CloseCode.policy, reason.slice(0, 120));
+    return true;
   }
 
   isConnected(node: string): boolean {
@@ -159,6 +187,7 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
       this.refuse(reason, `${remote}: ${why}`);
       writeResponse(sock, status, `${why}\n`);
     };
+    if (!sock.authorized && String(sock.authorizationError) === "CERT_HAS_EXPIRED") return deny(401, "cert-expired", "client certificate has expired: join again with a token");
     if (!sock.authorized) return deny(401, "no-client-cert", `client certificate required (${String(sock.authorizationError ?? "none presented")})`);
     if (req.method !== "GET" || req.headers.upgrade?.toLowerCase() !== "websocket") return deny(426, "not-websocket", "WebSocket upgrade required");
     const key = req.headers["sec-websocket-key"];
@@ -170,6 +199,12 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
     const org = subject?.O;
     if (cn !== NODE_CN_PREFIX + node || !(Array.isArray(org) ? org.includes(NODES_ORG) : org === NODES_ORG))
       return deny(403, "identity-mismatch", `certificate CN "${cn ?? ""}" does not match node_id "${node}"`);
+    const peer = sock.getPeerCertificate();
+    const validity = { notBefore: new Date(peer.valid_from), notAfter: new Date(peer.valid_to) };
+    if (this.opts.admit) {
+      const why = this.opts.admit(node, validity);
+      if (why) return deny(403, "revoked", why);
+    }
 
     sock.setNoDelay(true);
     const conn = WsConnection.accept(sock, key, req.rest, this.opts.maxFrameBytes);
@@ -179,7 +214,10 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
       this.sessions.delete(node);
       old.conn.close(CloseCode.policy, "replaced by a new connection");
     }
-    const session: Session = { node, conn, remote, connectedAt: Date.now(), lastSeen: Date.now() };
+    const certNotAfter = Number.isNaN(validity.notAfter.getTime()) ? Infinity : validity.notAfter.getTime();
+    const session: Session = { node, conn, remote, connectedAt: Date.now(), lastSeen: Date.now(), certNotAfter };
+    const rl = this.opts.rateLimit;
+    if (rl && rl.rate > 0) session.bucket = new TokenBucket(rl.rate, Math.max(1, rl.burst));
     this.sessions.set(node, session);
     conn.on("message", (text) => this.onFrame(session, text));
     conn.on("close", (code, reason) => {
@@ -189,12 +227,13 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
         this.emit("disconnected", node);
       }
     });
-    this.opts.log.info("node connected", { node, remote });
+    this.opts.log.info("node connected", { node, remote, certSerial: peer.serialNumber, certNotAfter: Number.isFinite(certNotAfter) ? validity.notAfter.toISOString() : "unknown" });
     this.emit("connected", node);
   }
 
   private onFrame(session: Session, text: string): void {
     session.lastSeen = Date.now();
+    if (session.bucket) this.limitRate(session);
     if (text.length < 4 && text.trim() === "") return; // KubeEdge's edge sends an empty message on shutdown
     let msg: Message;
     try {
@@ -211,13 +250,40 @@ export class CloudHub extends EventEmitter<CloudHubEvents> implements Module {
       // an ack of a cloud message: for the outbox (or a waiter), not for the controllers
       this.emit("ack", session.node, msg.header.parent_msg_id);
       this.router?.resolveReply(internal);
-    } else this.router?.sendToGroup(cloudGroupFor(msg.route.source), internal);
+    } else this.router?.sendToGroup(cloudGroupFor(msg.route.source, msg.route.operation), internal);
     this.emit("message", session.node, msg);
   }
 
+  /**
+   * Spends a token for this message; when the bucket is empty, stops taking frames from this session
+   * (the ones already read stay buffered, the socket is paused, the edge's writes back up in TCP)
+   * until the bucket holds a small batch again. Nothing is dropped.
+   */
+  private limitRate(session: Session): void {
+    const bucket = session.bucket!;
+    const waitMs = bucket.take();
+    if (waitMs <= 0) return;
+    this.throttledMessages.inc();
+    if (session.throttled) return;
+    session.throttled = true;
+    session.conn.hold();
+    // wait for a batch rather than one token: one timer per batch, not per message
+    const batch = Math.min(bucket.burst, Math.max(1, bucket.rate / 20));
+    setTimeout(() => {
+      session.throttled = false;
+      session.conn.release();
+    }, Math.ceil(waitMs + (batch * 1000) / bucket.rate));
+  }
+
   private sweep(): void {
-    const deadline = Date.now() - this.opts.keepaliveTimeoutMs;
+    const now = Date.now();
+    const deadline = now - this.opts.keepaliveTimeoutMs;
     for (const s of this.sessions.values()) {
+      if (s.certNotAfter <= now) {
+        this.opts.log.warn("client certificate expired, closing session", { node: s.node });
+        s.conn.close(CloseCode.policy, "client certificate expired");
+        continue;
+      }
       if (s.lastSeen < deadline) {
         this.opts.log.warn("no keepalive in time, closing session", { node: s.node });
         s.conn.terminate();

@@ -8,7 +8,8 @@ export const NODES_ORG = "system:nodes";
 export const NODE_NAME_RE = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 
 /** The route sources an upstream message is dispatched by, as KubeEdge's CloudHub does. */
-export function cloudGroupFor(source: string): string {
+export function cloudGroupFor(source: string, operation?: string): string {
+  if (operation === "query") return "queryserver"; // reads, scoped to the node (lib/cloud/queryserver.ts)
   return source === "twin" ? "devicecontroller" : "edgecontroller";
 }
 

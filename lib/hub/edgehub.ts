@@ -31,6 +31,8 @@ export interface EdgeHubOptions {
   maxFrameBytes: number;
   /** Persisted queue for the messages that must reach the cloud (acked); others stay in memory. */
   reliable?: UpstreamQueue;
+  /** On stop: how long to wait for the cloud to ack what is pending in `reliable` (default 2000 ms). */
+  shutdownAckMs?: number;
 }
 
 export interface EdgeHubEvents {
@@ -74,9 +76,24 @@ export class EdgeHub extends EventEmitter<EdgeHubEvents> implements Module {
     this.dial();
   }
 
-  stop(): void {
+  /** A time (ms since epoch) stop() must not wait past; edgecore sets it so its whole shutdown stays within 5 s. */
+  stopDeadline?: number;
+
+  /**
+   * Stops dialling; while the link is up, first waits (bounded by shutdownAckMs and stopDeadline)
+   * for the cloud to ack the pending statuses and twin reports, so a clean stop leaves nothing to
+   * resend. What is still unacked stays in edgecore.db and goes at the next start.
+   */
+  async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.redial);
+    const reliable = this.opts.reliable;
+    const deadline = Math.min(Date.now() + (this.opts.shutdownAckMs ?? 2000), this.stopDeadline ?? Infinity);
+    if (reliable && reliable.size > 0 && this.isUp()) {
+      const pending = reliable.size;
+      while (reliable.size > 0 && this.isUp() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      this.opts.log.info("shutdown: pending reports", { before: pending, unacked: reliable.size });
+    }
     this.clearLinkTimers();
     this.ws?.close(1001, "edgecore stopping");
   }
@@ -155,8 +172,28 @@ export class EdgeHub extends EventEmitter<EdgeHubEvents> implements Module {
     ws.on("close", (code: number, reason: Buffer) => this.onClose(ws, code, String(reason ?? "")));
   }
 
+  /**
+   * Dials a new link (with the credentials as they are now, e.g. a renewed certificate) while the
+   * current one stays up; when the new one is open the old one is closed (the cloud replaces the
+   * node's session). No gap without a link.
+   */
+  reconnect(reason: string): void {
+    if (this.stopped) return;
+    if (!this.isUp()) return; // a dial is under way or scheduled, and it loads the credentials afresh
+    this.opts.log.info("re-dialling the cloud", { reason });
+    this.retiring = this.ws;
+    this.dial();
+  }
+
+  private retiring?: WebSocket;
+
   private onOpen(ws: WebSocket): void {
     if (ws !== this.ws) return;
+    this.clearLinkTimers(); // a replaced link's timers
+    if (this.retiring) {
+      this.retiring.close(1000, "replaced by a new link");
+      this.retiring = undefined;
+    }
     this.connected = true;
     this.attempt = 0;
     this.lastPong = Date.now();

@@ -29,6 +29,8 @@ export class WsConnection extends EventEmitter<WsConnectionEvents> {
   private fragments: Buffer[] = [];
   private fragmentBytes = 0;
   private closed = false;
+  /** Set by hold(): frames stay unparsed in `buf` and the socket is paused until release(). */
+  private held = false;
 
   constructor(readonly socket: Duplex, private readonly maxMessageBytes: number) {
     super();
@@ -81,11 +83,30 @@ export class WsConnection extends EventEmitter<WsConnectionEvents> {
     this.emit("close", code, reason);
   }
 
+  /**
+   * Stops handing out messages: what was read stays buffered (at most what the socket had already
+   * read) and the socket is paused, so the peer's writes back up in TCP. For rate limits.
+   */
+  hold(): void {
+    if (this.held || this.closed) return;
+    this.held = true;
+    this.socket.pause();
+  }
+
+  /** Undoes hold(): handles the buffered frames, then reads on. */
+  release(): void {
+    if (!this.held) return;
+    this.held = false;
+    if (this.closed) return;
+    this.socket.resume();
+    if (this.buf.length) this.onData(Buffer.alloc(0));
+  }
+
   private onData(chunk: Buffer): void {
     if (this.closed) return;
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    this.buf = this.buf.length === 0 ? chunk : chunk.length === 0 ? this.buf : Buffer.concat([this.buf, chunk]);
     let off = 0;
-    while (!this.closed) {
+    while (!this.closed && !this.held) {
       const avail = this.buf.length - off;
       if (avail < 2) break;
       const b0 = this.buf[off]!;

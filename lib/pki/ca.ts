@@ -58,8 +58,16 @@ export interface Ca {
 
 const dayMs = 86_400_000;
 const caValidityDays = 3650;
-// Certificates start a few minutes in the past so that an edge whose clock lags the cloud's can use them at once.
-const backdateMs = 5 * 60_000;
+// Certificates start a few minutes in the past so that an edge whose clock lags the cloud's can use them at once
+// (a tenth of the validity for very short-lived ones, so that their renewal point stays after their issue).
+export const backdateMs = 5 * 60_000;
+const backdateFor = (validityMs: number) => Math.min(backdateMs, validityMs / 10);
+
+/** When a certificate this CA issued was made, from its validity period (undoes the backdating). */
+export function issuedAt(notBefore: Date, notAfter: Date): number {
+  const lifetime = notAfter.getTime() - notBefore.getTime();
+  return notBefore.getTime() + Math.min(backdateMs, lifetime / 11);
+}
 
 export async function loadOrCreateCa(dataDir: string): Promise<Ca> {
   const dir = join(dataDir, "ca");
@@ -137,7 +145,7 @@ async function loadCa(certPath: string, keyPath: string): Promise<Ca> {
       serialNumber: randomSerial(),
       subject: p.subject,
       issuer: cert.subjectName,
-      notBefore: new Date(now - backdateMs),
+      notBefore: new Date(now - backdateFor(p.validityDays * dayMs)),
       notAfter: new Date(Math.min(now + p.validityDays * dayMs, cert.notAfter.getTime())),
       publicKey: p.publicKey,
       signingKey: key.privateKey,

@@ -24,6 +24,11 @@ export interface CertServiceOptions {
   certValidityDays?: number;
   /** Also accept requests authenticated by the node's current client certificate instead of a token. Default true. */
   rotation?: boolean;
+  /**
+   * Revoked nodes (cloudcore's NodeRevocation): a renewal with a certificate issued before the
+   * revocation is refused (403); a join with a token is allowed and gets a certificate newer than it.
+   */
+  revocation?: { refusal(node: string, cert: { notBefore: Date; notAfter: Date }): string | null; beforeIssue(node: string): Promise<void> };
 }
 
 export interface CertService {
@@ -81,6 +86,8 @@ export async function startCertService(opts: CertServiceOptions): Promise<CertSe
     if (cn.length !== 1 || cn[0] !== nodeCommonName(nodeName) || o.length !== 1 || o[0] !== nodesOrganization) {
       throw new Refusal(403, `the client certificate "${cert.subject}" does not belong to node ${nodeName}`);
     }
+    const revoked = opts.revocation?.refusal(nodeName, cert);
+    if (revoked) throw new Refusal(403, revoked);
     return "client certificate";
   };
 
@@ -89,6 +96,7 @@ export async function startCertService(opts: CertServiceOptions): Promise<CertSe
     if (!nodeName) throw new Refusal(400, "the Nodename header is missing");
     if (nodeName.length > 253 || !nodeNamePattern.test(nodeName)) throw new Refusal(400, `Nodename "${printable(nodeName)}" is not a valid node name`);
     const via = await authenticate(sock, req.headers["authorization"], nodeName);
+    await opts.revocation?.beforeIssue(nodeName);
     try {
       const der = await ca.signCsr(new Uint8Array(req.body), { nodeName, usage: "client", validityDays });
       return { der, via };

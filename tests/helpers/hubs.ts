@@ -33,7 +33,7 @@ export interface TestCloud {
   close(): Promise<void>;
 }
 
-export async function startTestCloud(opts: { hubPort?: number; maxFrameBytes?: number; maxBufferedBytes?: number; keepaliveTimeoutMs?: number; dataDir?: string; record?: boolean } = {}): Promise<TestCloud> {
+export async function startTestCloud(opts: { hubPort?: number; maxFrameBytes?: number; maxBufferedBytes?: number; keepaliveTimeoutMs?: number; dataDir?: string; record?: boolean; rateLimit?: { rate: number; burst: number } } = {}): Promise<TestCloud> {
   const dataDir = opts.dataDir ?? tmpDir("hub-cloud");
   const logs: string[] = [];
   const log = createLogger({ level: "info", write: (l) => void logs.push(l) });
@@ -50,6 +50,7 @@ export async function startTestCloud(opts: { hubPort?: number; maxFrameBytes?: n
     maxFrameBytes: opts.maxFrameBytes ?? 8 * 1024 * 1024,
     keepaliveTimeoutMs: opts.keepaliveTimeoutMs ?? 30_000,
     ...(opts.maxBufferedBytes !== undefined ? { maxBufferedBytes: opts.maxBufferedBytes } : {}),
+    ...(opts.rateLimit ? { rateLimit: opts.rateLimit } : {}),
   });
   const upstream = recorder("edgecontroller", "edgecontroller");
   router.register(hub);

@@ -44,6 +44,8 @@ export interface EventBusOptions {
   twin?: { handleBatch(msgs: Message[]): void };
   /** Largest payload accepted for a twin request, bytes (default 1 MiB). */
   maxPayloadBytes?: number;
+  /** MQTT messages waiting for the twin; past this a burst is shed (default INBOUND_LIMIT). */
+  inboundLimit?: number;
   metrics?: Metrics;
   log?: Logger;
 }
@@ -57,8 +59,8 @@ const DEVICE_CHECKS: Record<string, Check> = {
   [TwinAction.stateUpdate]: { resultAction: TwinAction.stateUpdateResult, schema: StateUpdateSchema },
 };
 
-/** MQTT messages waiting for the twin; past this a burst is shed (counted and logged). */
-const INBOUND_LIMIT = 100_000;
+/** MQTT messages waiting for the twin; past this a burst is shed (counted and logged). Default of --eventbus-queue-limit. */
+export const INBOUND_LIMIT = 100_000;
 
 export class EventBus implements Module {
   readonly name = "eventbus";
@@ -82,7 +84,8 @@ export class EventBus implements Module {
   private draining = false;
   private droppedInbound = 0;
   private readonly deliver = (packet: AedesPublishPacket, cb: () => void) => {
-    if (this.inbound.length >= INBOUND_LIMIT) {
+    if (this.inbound.length >= (this.opts.inboundLimit ?? INBOUND_LIMIT)) {
+      this.counters?.dropped.inc();
       if (this.droppedInbound++ % 1000 === 0) this.log?.warn("mqtt inbound queue full, message dropped", { topic: packet.topic, dropped: this.droppedInbound });
     } else this.inbound.push([packet.topic, typeof packet.payload === "string" ? Buffer.from(packet.payload) : packet.payload]);
     if (!this.draining) {
@@ -94,6 +97,12 @@ export class EventBus implements Module {
   /** Twin requests of the slice being drained, for `opts.twin`. */
   private slice?: Message[];
   private readonly drainInbound = () => {
+    this.drainSlice();
+    if (this.inbound.length > 0) setImmediate(this.drainInbound);
+    else this.draining = false;
+  };
+  /** Works off up to 500 queued messages; their twin requests go to the twin together. */
+  private drainSlice(): void {
     const batch: Message[] = (this.slice = []);
     try {
       for (let n = 0; n < 500 && this.inbound.length > 0; n++) {
@@ -104,9 +113,7 @@ export class EventBus implements Module {
       this.slice = undefined;
     }
     if (batch.length) this.handToTwin(batch);
-    if (this.inbound.length > 0) setImmediate(this.drainInbound);
-    else this.draining = false;
-  };
+  }
   private readonly counters;
 
   constructor(private readonly opts: EventBusOptions = {}) {
@@ -117,6 +124,7 @@ export class EventBus implements Module {
           received: m.counter("outpost_eventbus_received_total", "MQTT messages the EventBus received"),
           published: m.counter("outpost_eventbus_published_total", "MQTT messages the EventBus published"),
           rejected: m.counter("outpost_eventbus_rejected_total", "device-twin requests refused as malformed"),
+          dropped: m.counter("outpost_eventbus_dropped_total", "MQTT messages dropped because the EventBus inbound queue was full").with({}),
         }
       : undefined;
   }
@@ -196,6 +204,9 @@ export class EventBus implements Module {
   }
 
   async stop(): Promise<void> {
+    // what MQTT clients published before the stop still reaches the twin (bounded: at most 1 s)
+    const until = Date.now() + 1000;
+    while (this.inbound.length > 0 && Date.now() < until) this.drainSlice();
     const client = this.client;
     this.client = undefined;
     if (client) await client.endAsync(true).catch(() => {});

@@ -89,6 +89,8 @@ export class DeviceRunner {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.retry);
+    // values read but not yet reported (reportCycle) go to the twin, which flushes them upstream
+    for (const p of this.props) if (p.latest && p.latest.at > p.reportedAt) this.reportOne(p, true);
     await this.teardown();
   }
 

@@ -11,12 +11,14 @@ import { KubeClient, Resources, type KubeObject } from "../lib/kube/client/index
 import { newMessage, Op } from "../lib/message.ts";
 import { joinCloud } from "../lib/pki/edgecreds.ts";
 import { eventually, joinToken, startCloud, tmpDir, type Cloud } from "./helpers/daemons.ts";
+import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { quietLog, startTestEdge, type TestEdge } from "./helpers/hubs.ts";
 
 let cloud: Cloud;
 let client: KubeClient;
 const edges: Record<"a" | "b", TestEdge> = {} as Record<"a" | "b", TestEdge>;
+const dirs: string[] = [];
 const NODE = { a: "authz-a", b: "authz-b" } as const;
 let refused = 0;
 let applied = 0;
@@ -52,6 +54,7 @@ beforeAll(async () => {
   client = KubeClient.fromKubeconfig(join(cloud.dataDir, "kubeconfig"));
   for (const k of ["a", "b"] as const) {
     const dataDir = tmpDir(`authz-${k}`);
+    dirs.push(dataDir);
     await joinCloud({ httpsAddr: cloud.endpoints.https, token: await joinToken(cloud.dataDir), nodeName: NODE[k], dataDir, log: quietLog });
     edges[k] = await startTestEdge(cloud.endpoints.hub, NODE[k], dataDir);
     await cloud.daemon.waitFor(new RegExp(`node readiness changed node=${NODE[k]} ready=True`), 15_000);
@@ -62,6 +65,7 @@ afterAll(async () => {
   await Promise.all(Object.values(edges).map((e) => e.close()));
   client?.close();
   await cloud?.daemon.stop("SIGKILL");
+  for (const d of [cloud?.dataDir, ...dirs]) if (d) rmSync(d, { recursive: true, force: true });
   if (applied || refused) console.log(`[authz-edge] cross-node writes refused=${refused} (applied by the API: 0); the same writes by the owning node applied=${applied}`);
 });
 

@@ -20,7 +20,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { KubeClient, Resources, type KubeObject } from "../lib/kube/client/index.ts";
 import { Daemon, ROOT, eventually, joinToken, metric, run, startCloud, tmpDir, type Cloud } from "./helpers/daemons.ts";
@@ -59,7 +59,6 @@ let edgeMetrics = "";
 const edges: Daemon[] = [];
 /** Dropped-from-queue counters of daemons that were killed (their metrics die with them). */
 let droppedBeforeKills = 0;
-const out = tmpDir("netns-out");
 
 type Pod = KubeObject & { status?: { phase?: string } };
 
@@ -181,6 +180,7 @@ afterAll(async () => {
     await run("pkill", ["-f", MARK]);
   } finally {
     await link?.destroy();
+    for (const d of [cloud?.dataDir, edgeDataDir]) if (d) rmSync(d, { recursive: true, force: true });
   }
 });
 
@@ -240,7 +240,9 @@ describe.skipIf(unavailable !== null)("faults on a real link (network namespace 
 
     let lossDropped = 0;
     let lossReconnects = 0;
+    let lossPackets = 0;
     if (haveIptables) {
+      const packets0 = link!.packets();
       const before = edge!.output.filter((l) => /connected to cloud/.test(l)).length;
       await link!.setLoss(LOSS);
       let acked: number;
@@ -252,6 +254,7 @@ describe.skipIf(unavailable !== null)("faults on a real link (network namespace 
         await Bun.sleep(Math.max(0, end - Date.now()));
         acked = await pauseStream();
         lossDropped = await link!.dropped();
+        lossPackets = link!.packets() - packets0;
         lossReconnects = edge!.output.filter((l) => /connected to cloud/.test(l)).length - before;
       } finally {
         await link!.setLoss(0);
@@ -309,7 +312,7 @@ describe.skipIf(unavailable !== null)("faults on a real link (network namespace 
 
     console.log(
       `[netns-faults] faults: link cuts=${CUTS + KILLS} (veth down/up; ${KILLS} of them around the edgecore kills), kill -9 edgecore=${KILLS}, kill -9 cloudcore=${KILLS}, ` +
-        `loss=${haveIptables ? `${LOSS * 100}%/${LOSS_MS}ms (${lossDropped} packets dropped, ${lossReconnects} reconnects)` : "skipped"}, delay=${DELAY_MS}ms/${DELAY_PHASE_MS}ms; ` +
+        `loss=${haveIptables ? `${LOSS * 100}%/${LOSS_MS}ms (${lossDropped} packets dropped, ${lossPackets} crossed the veth, ${lossReconnects} reconnects)` : "skipped"}, delay=${DELAY_MS}ms/${DELAY_PHASE_MS}ms; ` +
         `edge connects=${reconnects}; ` +
         `twin values: sent=${sent} acked=${acked} unacked=${sent! - acked!} lastAcked=${last} inAPI=${await reported()} lost=0; ` +
         `checkpoints (newest value acked before the fault = DeviceStatus after it): ${checkpoints.length}/${checkpoints.length}; ` +

@@ -6,7 +6,7 @@
  * destroy() — and, should the test process die first, by an exit hook.
  */
 import { spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { run } from "./daemons.ts";
 
 export interface NetnsLink {
@@ -22,6 +22,8 @@ export interface NetnsLink {
   up(): Promise<void>;
   /** Drop this share (0..1) of packets both ways on the namespace's end; 0 removes the rules. */
   setLoss(p: number): Promise<void>;
+  /** Packets the root end of the veth sent and received so far. */
+  packets(): number;
   /** Packets the loss rules dropped so far (both ways). */
   dropped(): Promise<number>;
   destroy(): Promise<void>;
@@ -111,6 +113,10 @@ export async function createNetnsLink(): Promise<NetnsLink> {
       await sh([...inNs, ipt, "-A", "INPUT", "-i", nsIf, "-m", "statistic", "--mode", "random", "--probability", String(p), "-j", "DROP"]);
       await sh([...inNs, ipt, "-A", "OUTPUT", "-o", nsIf, "-m", "statistic", "--mode", "random", "--probability", String(p), "-j", "DROP"]);
       lossRules = true;
+    },
+    packets() {
+      const stat = (f: string) => Number(readFileSync(`/sys/class/net/${hostIf}/statistics/${f}`, "utf8"));
+      return stat("rx_packets") + stat("tx_packets");
     },
     async dropped() {
       const ipt = iptablesPath();

@@ -14,26 +14,31 @@
  * its newest acknowledged value, so that exact value must reach DeviceStatus (a newer one cannot
  * hide its loss). It prints one `[netns-faults]` summary line.
  *
- * Needs root and `ip netns`. Without root it skips loudly: tests/reliability.test.ts runs the same
- * kind of counted scenario (and kill -9 of both daemons) through a TCP proxy the test cuts. As root
- * with `ip netns` broken, or without iptables, it fails under CI=true.
+ * Needs root and `ip netns` for the real link. Without them (or with OUTPOST_FAULT_LINK=proxy) it
+ * says so loudly and runs the same scenario with everything in one namespace, the link cut by
+ * freezing and then resetting the TCP proxy, and no packet-loss phase. As root under CI=true, a
+ * broken `ip netns` or a missing iptables fails the test.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawn } from "node:child_process";
 import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { KubeClient, Resources, type KubeObject } from "../lib/kube/client/index.ts";
-import { Daemon, ROOT, eventually, joinToken, metric, run, startCloud, tmpDir, type Cloud } from "./helpers/daemons.ts";
+import { Daemon, ROOT, eventually, freePort, joinToken, metric, run, startCloud, tmpDir, type Cloud } from "./helpers/daemons.ts";
 import { createNetnsLink, iptablesPath, netnsUnavailable, type NetnsLink } from "./helpers/netns.ts";
 import { startProxy, type Proxy } from "./helpers/proxy.ts";
 
 const CI = process.env.CI === "true";
 const isRoot = process.getuid?.() === 0;
-const unavailable = netnsUnavailable();
-if (unavailable && isRoot && CI) throw new Error(`ip netns must work in CI when running as root: ${unavailable}`);
-if (unavailable) console.warn(`\n!!! SKIPPING tests/netns-faults.test.ts: ${unavailable}. The TCP-proxy fallback of this scenario is tests/reliability.test.ts. !!!\n`);
-const haveIptables = iptablesPath() !== null;
-if (!unavailable && !haveIptables) {
+const forceProxy = process.env.OUTPOST_FAULT_LINK === "proxy";
+const unavailable = forceProxy ? "OUTPOST_FAULT_LINK=proxy" : netnsUnavailable();
+if (unavailable && isRoot && CI && !forceProxy) throw new Error(`ip netns must work in CI when running as root: ${unavailable}`);
+/** netns: edgecore in its own namespace, the veth is cut; proxy: one namespace, the proxy is frozen and reset. */
+const MODE: "netns" | "proxy" = unavailable ? "proxy" : "netns";
+if (unavailable)
+  console.warn(`\n!!! tests/netns-faults.test.ts: no network namespace (${unavailable}). The link is cut by freezing and resetting a TCP proxy instead of taking a veth down, and the packet-loss phase is SKIPPED. Run as root for the real link. !!!\n`);
+const haveIptables = MODE === "netns" && iptablesPath() !== null;
+if (MODE === "netns" && !haveIptables) {
   if (CI) throw new Error("iptables is required in CI for the packet-loss phase (apt-get install iptables)");
   console.warn("\n!!! SKIPPING the packet-loss phase of tests/netns-faults.test.ts: iptables not found. Run .ci/run to install it. !!!\n");
 }
@@ -46,10 +51,22 @@ const LOSS = 0.3;
 const LOSS_MS = 8000;
 const DELAY_MS = 200;
 const DELAY_PHASE_MS = 6000;
-const MQTT_PORT = 1883; // inside the edge's own namespace: nothing else listens there
 const fast = ["--restart-backoff-ms", "300", "--ping-interval-ms", "300", "--pong-timeout-ms", "700", "--reconnect-max-ms", "1000", "--upstream-retry-ms", "1000", "--node-status-interval", "2"];
 
-let link: NetnsLink | undefined;
+/** Where the edge runs and how its link to the cloud is cut. */
+interface FaultLink {
+  /** argv prefix that runs a command where the edge runs (empty: here). */
+  exec: string[];
+  /** Address the cloud's side listens on for the edge, and the edge's own address. */
+  hostIp: string;
+  nsIp: string;
+  down(): Promise<void>;
+  up(): Promise<void>;
+  destroy(): Promise<void>;
+}
+let link: FaultLink | undefined;
+let veth: NetnsLink | undefined;
+let mqttPort = 1883; // netns: inside the edge's own namespace nothing else listens there
 let cloud: Cloud | undefined;
 let proxy: Proxy | undefined;
 let edge: Daemon | undefined;
@@ -64,7 +81,8 @@ type Pod = KubeObject & { status?: { phase?: string } };
 
 /** Runs a command inside the edge's namespace as a Daemon (`ip netns exec` execs, so the pid is the command's). */
 function inNs(name: string, args: string[]): Daemon {
-  const proc = spawn(link!.exec[0]!, [...link!.exec.slice(1), ...args], { cwd: ROOT, stdio: ["pipe", "pipe", "pipe"] });
+  const argv = [...link!.exec, ...args];
+  const proc = spawn(argv[0]!, argv.slice(1), { cwd: ROOT, stdio: ["pipe", "pipe", "pipe"] });
   return new Daemon(proc, name);
 }
 
@@ -143,7 +161,7 @@ async function checkpoint(fault: string, acked: number): Promise<void> {
 async function startEdge(first: { token: string; https: string } | null): Promise<void> {
   const dataDir = first ? tmpDir("netns-edge") : edgeDataDir;
   edgeDataDir = dataDir;
-  const args = [process.execPath, join(ROOT, "edgecore.ts"), "--data-dir", dataDir, "--node-name", NODE, "--metrics-listen", `${link!.nsIp}:0`, "--mqtt-listen", `127.0.0.1:${MQTT_PORT}`, "--metaserver-listen", "127.0.0.1:0", ...fast];
+  const args = [process.execPath, join(ROOT, "edgecore.ts"), "--data-dir", dataDir, "--node-name", NODE, "--metrics-listen", `${link!.nsIp}:0`, "--mqtt-listen", `127.0.0.1:${mqttPort}`, "--metaserver-listen", "127.0.0.1:0", ...fast];
   if (first) args.push("--cloudcore", `${link!.hostIp}:${proxy!.port}`, "--cert-service", first.https, "--token", first.token);
   edge = inNs("edgecore", args);
   edges.push(edge);
@@ -155,17 +173,31 @@ let edgeDataDir = "";
 
 async function restartCloud(): Promise<void> {
   const e = cloud!.endpoints;
-  cloud = await startCloud({ dataDir: cloud!.dataDir, ports: { hub: e.hub, https: e.https, metrics: e.metrics, api: e.api?.replace(/^https?:\/\//, "") }, args: ["--advertise-address", link!.hostIp, "--outbox-retry-ms", "1000"] });
+  cloud = await startCloud({ dataDir: cloud!.dataDir, ports: { hub: e.hub, https: e.https, metrics: e.metrics, api: e.api?.replace(/^https?:\/\//, "") }, args: cloudArgs() });
   client.close();
   client = KubeClient.fromKubeconfig(join(cloud.dataDir, "kubeconfig"));
 }
 
+const cloudArgs = () => [...(MODE === "netns" ? ["--advertise-address", link!.hostIp] : []), "--outbox-retry-ms", "1000"];
+
 beforeAll(async () => {
-  if (unavailable) return;
-  link = await createNetnsLink();
-  cloud = await startCloud({ ports: { https: `${link.hostIp}:0` }, args: ["--advertise-address", link.hostIp, "--outbox-retry-ms", "1000"] });
+  if (MODE === "netns") {
+    const v = (veth = await createNetnsLink());
+    link = { exec: v.exec, hostIp: v.hostIp, nsIp: v.nsIp, down: () => v.down(), up: () => v.up(), destroy: () => v.destroy() };
+  } else {
+    mqttPort = await freePort();
+    link = {
+      exec: [],
+      hostIp: "127.0.0.1",
+      nsIp: "127.0.0.1",
+      down: async () => proxy!.freeze(),
+      up: async () => (proxy!.cut(), proxy!.thaw()),
+      destroy: async () => {},
+    };
+  }
+  cloud = await startCloud({ ports: { https: `${link.hostIp}:0` }, args: cloudArgs() });
   client = KubeClient.fromKubeconfig(join(cloud.dataDir, "kubeconfig"));
-  // the edge dials the hub across the veth; the proxy (root namespace, on the veth address) only delays when told
+  // the edge dials the hub through the proxy: across the veth (netns), or on loopback (proxy mode)
   proxy = await startProxy(Number(cloud.endpoints.hub.split(":").pop()), "127.0.0.1", link.hostIp);
   await startEdge({ token: await joinToken(cloud.dataDir), https: cloud.endpoints.https });
   await client.create(Resources.devicemodels, { apiVersion: "devices.kubeedge.io/v1beta1", kind: "DeviceModel", metadata: { name: "meter-model", namespace: "default" }, spec: { properties: [{ name: "value", type: "STRING", accessMode: "ReadOnly" }] } } as KubeObject, { namespace: "default" });
@@ -184,10 +216,10 @@ afterAll(async () => {
   }
 });
 
-describe.skipIf(unavailable !== null)("faults on a real link (network namespace + veth)", () => {
-  test(`link cut ×${CUTS}, kill -9 edgecore ×${KILLS}, kill -9 cloudcore ×${KILLS}, ${LOSS * 100} % loss, ${DELAY_MS} ms delay while a device streams and pods come and go: nothing acknowledged lost`, async () => {
+describe(MODE === "netns" ? "faults on a real link (network namespace + veth)" : "faults on a TCP-proxy link (no network namespace here)", () => {
+  test(`${MODE === "netns" ? "veth" : "proxy"} link cut ×${CUTS}, kill -9 edgecore ×${KILLS}, kill -9 cloudcore ×${KILLS}, ${LOSS * 100} % loss, ${DELAY_MS} ms delay while a device streams and pods come and go: nothing acknowledged lost`, async () => {
     // the device reaches the edge: its twin starts acknowledging
-    streamer = inNs("streamer", [process.execPath, join(ROOT, "tests/helpers/twin-streamer.ts"), String(MQTT_PORT), "default/meter", "value", "40", "5000"]);
+    streamer = inNs("streamer", [process.execPath, join(ROOT, "tests/helpers/twin-streamer.ts"), String(mqttPort), "default/meter", "value", "40", "5000"]);
     await eventually(() => lastAcked() > 0, 20_000, "the first twin value acknowledged by the edge");
     for (let i = 0; i < 3; i++) await createPod();
 
@@ -242,9 +274,9 @@ describe.skipIf(unavailable !== null)("faults on a real link (network namespace 
     let lossReconnects = 0;
     let lossPackets = 0;
     if (haveIptables) {
-      const packets0 = link!.packets();
+      const packets0 = veth!.packets();
       const before = edge!.output.filter((l) => /connected to cloud/.test(l)).length;
-      await link!.setLoss(LOSS);
+      await veth!.setLoss(LOSS);
       let acked: number;
       try {
         const end = Date.now() + LOSS_MS;
@@ -253,11 +285,11 @@ describe.skipIf(unavailable !== null)("faults on a real link (network namespace 
         await createPod();
         await Bun.sleep(Math.max(0, end - Date.now()));
         acked = await pauseStream();
-        lossDropped = await link!.dropped();
-        lossPackets = link!.packets() - packets0;
+        lossDropped = await veth!.dropped();
+        lossPackets = veth!.packets() - packets0;
         lossReconnects = edge!.output.filter((l) => /connected to cloud/.test(l)).length - before;
       } finally {
-        await link!.setLoss(0);
+        await veth!.setLoss(0);
       }
       await checkpoint(`${LOSS * 100} % loss`, acked);
     }
@@ -311,8 +343,8 @@ describe.skipIf(unavailable !== null)("faults on a real link (network namespace 
     expect(checkpoints.length).toBe(CUTS + 2 * KILLS + (haveIptables ? 1 : 0) + 1);
 
     console.log(
-      `[netns-faults] faults: link cuts=${CUTS + KILLS} (veth down/up; ${KILLS} of them around the edgecore kills), kill -9 edgecore=${KILLS}, kill -9 cloudcore=${KILLS}, ` +
-        `loss=${haveIptables ? `${LOSS * 100}%/${LOSS_MS}ms (${lossDropped} packets dropped, ${lossPackets} crossed the veth, ${lossReconnects} reconnects)` : "skipped"}, delay=${DELAY_MS}ms/${DELAY_PHASE_MS}ms; ` +
+      `[netns-faults] faults: link cuts=${CUTS + KILLS} (${MODE === "netns" ? "veth down/up" : "proxy freeze/reset"}; ${KILLS} of them around the edgecore kills), kill -9 edgecore=${KILLS}, kill -9 cloudcore=${KILLS}, ` +
+        `loss=${haveIptables ? `${LOSS * 100}%/${LOSS_MS}ms (${lossDropped} packets dropped, ${lossPackets} crossed the veth, ${lossReconnects} reconnects)` : "SKIPPED"}, delay=${DELAY_MS}ms/${DELAY_PHASE_MS}ms; ` +
         `edge connects=${reconnects}; ` +
         `twin values: sent=${sent} acked=${acked} unacked=${sent! - acked!} lastAcked=${last} inAPI=${await reported()} lost=0; ` +
         `checkpoints (newest value acked before the fault = DeviceStatus after it): ${checkpoints.length}/${checkpoints.length}; ` +

@@ -139,6 +139,7 @@ describe.skipIf(!haveKubectl)("reliable delivery", () => {
       await allRunning(names);
     }
     expect(names.length).toBe(6);
+    console.log(`[reliability] (a) edgecore stopped x2: pods created while down=${names.length} running once on the edge and Running in the API=${names.length} lost=0`);
   }, 120_000);
 
   test("(e) outbox compaction: 100 updates of a configmap while the node is offline → a handful of sends, final content on the edge", async () => {
@@ -163,6 +164,7 @@ describe.skipIf(!haveKubectl)("reliable delivery", () => {
     const sends = (await cloudMetric("outpost_cloud_outbox_sent_total"))! - sentBefore + ((await cloudMetric("outpost_cloud_outbox_resends_total"))! - resentBefore);
     // the pending configmap + the reconnect resync (7 pods, the configmap, a device, its model, 2 lists)
     expect(sends).toBeLessThanOrEqual(15);
+    console.log(`[reliability] (e) outbox compaction: configmap updates while offline=100 pending in the outbox=${pendingOffline} sends after reconnect=${sends} final value on the edge=v100`);
   }, 120_000);
 
   test("(d) the link cut while a device streams values and pods are created: latest value and every pod arrive", async () => {
@@ -198,6 +200,7 @@ describe.skipIf(!haveKubectl)("reliable delivery", () => {
     await allRunning(names);
     await eventually(async () => (await edgeMetric("outpost_edge_upstream_pending")) === 0, 15_000, "edge upstream queue drained");
     await eventually(async () => (await cloudMetric("outpost_cloud_outbox_pending", { node: NODE })) === 0, 15_000, "cloud outbox drained");
+    console.log(`[reliability] (d) proxy link cuts x${ROUNDS}: twin values published (PUBACK)=${published} last in the API=${await reported("meter", "value")}; pods created while cut=${names.length} running=${names.length} lost=0`);
   }, 180_000);
 
   test("(c) kill -9 edgecore while pod statuses and twin reports are pending: the API converges", async () => {
@@ -229,6 +232,7 @@ describe.skipIf(!haveKubectl)("reliable delivery", () => {
       expect(await pgrep(`${MARK}-victim-`)).toBe(1);
     }
     await eventually(async () => (await edgeMetric("outpost_edge_upstream_pending")) === 0, 15_000, "edge upstream queue drained");
+    console.log(`[reliability] (c) kill -9 edgecore x${ROUNDS} with reports pending: twin reports made while the link was dead=${ROUNDS * 10} last of each round in the API=${ROUNDS}/${ROUNDS}; restarted-container statuses in the API=${ROUNDS}/${ROUNDS}`);
   }, 240_000);
 
   test("(b) kill -9 cloudcore right after kubectl apply of configmap-using pods: all of them run on the edge", async () => {
@@ -253,5 +257,6 @@ describe.skipIf(!haveKubectl)("reliable delivery", () => {
       expect(readFileSync(file, "utf8").trim()).toBe(`round-${n.split("-")[1]}`);
     }
     await eventually(async () => (await cloudMetric("outpost_cloud_outbox_pending", { node: NODE })) === 0, 15_000, "cloud outbox drained");
+    console.log(`[reliability] (b) kill -9 cloudcore x${ROUNDS} right after kubectl apply: pods applied=${names.length} running once on the edge=${names.length} with the right configmap value=${names.length} lost=0`);
   }, 240_000);
 });

@@ -5,6 +5,10 @@
  *    module running and the four built-in mappers available (they load when a device needs them),
  *    beside the hello world idling at least as long: after a restart on stored credentials (an edge
  *    node's steady state; also the peak, VmHWM) and after the first start, which joined;
+ *    RSS is sampled after IDLE_MS idle (edgecore releases the code pages only starting needed 2 s
+ *    after it connects, and the pages it still uses fault back in over the next seconds), again
+ *    after some activity (MQTT twin requests, MetaServer and metrics reads), and once more for a
+ *    start with `--release-startup-pages false`, for comparison;
  *  - startup to connected with stored credentials: edgecore restarted N times on its data dir,
  *    spawn → the "connected to cloud" log line (p50);
  *  - binary sizes and the difference.
@@ -15,10 +19,12 @@ import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { connectAsync } from "mqtt";
 import { joinToken, ROOT, spawnDaemon, startCloud, startEdge, type Daemon } from "../tests/helpers/daemons.ts";
 import { percentile, printTable, quick, recordResults, type Row } from "./lib.ts";
 
-const IDLE_MS = quick ? 5_000 : 15_000;
+const IDLE_MS = quick ? 5_000 : 60_000;
+const SETTLE_MS = quick ? 3_000 : 15_000;
 const RESTARTS = quick ? 3 : 10;
 const MiB = 1024 * 1024;
 
@@ -62,6 +68,23 @@ function vmRssMiB(pid: number): number {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Some of what an edge node does besides idling: 1,000 twin requests over MQTT, MetaServer lists, metrics scrapes. */
+async function activity(dataDir: string): Promise<void> {
+  const ep = JSON.parse(readFileSync(join(dataDir, "endpoints.json"), "utf8")) as { mqtt: string; metaserver: string; metrics: string };
+  const mq = await connectAsync(`mqtt://${ep.mqtt}`, { reconnectPeriod: 0 });
+  let answers = 0;
+  mq.on("message", () => void answers++);
+  await mq.subscribeAsync("$hw/events/device/default/footprint-probe/twin/get/result");
+  for (let i = 0; i < 1000; i++) mq.publish("$hw/events/device/default/footprint-probe/twin/get", JSON.stringify({ event_id: `f${i}`, timestamp: Date.now() }));
+  const end = Date.now() + 10_000;
+  while (answers < 1000 && Date.now() < end) await sleep(10);
+  await mq.endAsync();
+  for (let i = 0; i < 20; i++) await (await fetch(`http://${ep.metaserver}/api/v1/pods`)).text();
+  for (let i = 0; i < 5; i++) await (await fetch(`http://${ep.metrics}/metrics`)).text();
+}
+
+const edgeArgs = (dir: string) => ["--data-dir", dir, "--metrics-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--metaserver-listen", "127.0.0.1:0"];
 const cloud = await startCloud({ flavour: "binary" });
 let edge: Daemon | undefined;
 let edgeDir: string | undefined;
@@ -80,7 +103,7 @@ try {
   for (let i = 0; i < RESTARTS; i++) {
     await edge.stop();
     const t0 = performance.now();
-    edge = spawnDaemon("edgecore", ["--data-dir", first.dataDir, "--metrics-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--metaserver-listen", "127.0.0.1:0"], "binary");
+    edge = spawnDaemon("edgecore", edgeArgs(first.dataDir), "binary");
     await edge.waitFor(/connected to cloud/);
     startups.push(performance.now() - t0);
   }
@@ -91,12 +114,27 @@ try {
   const edgeRss = Number(/^VmRSS:\s+(\d+) kB/m.exec(status)![1]) / 1024;
   const edgePeak = Number(/^VmHWM:\s+(\d+) kB/m.exec(status)![1]) / 1024;
   const helloRss = vmRssMiB(hello.pid!);
+  await activity(first.dataDir);
+  await sleep(SETTLE_MS);
+  const activeRss = vmRssMiB(edge.proc.pid!);
+  // the same start without releasing the startup pages
+  await edge.stop();
+  edge = spawnDaemon("edgecore", [...edgeArgs(first.dataDir), "--release-startup-pages", "false"], "binary");
+  await edge.waitFor(/connected to cloud/);
+  await sleep(IDLE_MS);
+  const keptRss = vmRssMiB(edge.proc.pid!);
+  await activity(first.dataDir);
+  await sleep(SETTLE_MS);
+  const keptActiveRss = vmRssMiB(edge.proc.pid!);
 
   const edgeSize = statSync(dist("edgecore")).size / MiB;
   const helloSize = statSync(join(scratch, "hello")).size / MiB;
   const rows: Row[] = [
     { metric: "rss_idle_connected", baseline: helloRss, outpost: edgeRss, unit: "MiB" },
     { metric: "rss_over_hello_world", outpost: edgeRss - helloRss, unit: "MiB" },
+    { metric: "rss_after_activity", baseline: helloRss, outpost: activeRss, unit: "MiB" },
+    { metric: "rss_idle_pages_kept", baseline: helloRss, outpost: keptRss, unit: "MiB" },
+    { metric: "rss_after_activity_pages_kept", baseline: helloRss, outpost: keptActiveRss, unit: "MiB" },
     { metric: "rss_peak", outpost: edgePeak, unit: "MiB" },
     { metric: "rss_idle_after_first_join", outpost: joinedRss, unit: "MiB" },
     { metric: "restart_to_connected_p50", outpost: percentile(startups, 50), unit: "ms" },

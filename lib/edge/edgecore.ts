@@ -9,6 +9,7 @@ import type { Logger } from "../log.ts";
 import { Metrics, serveMetrics } from "../metrics.ts";
 import { DEFAULT_INBOX_LIMIT, Router } from "../router.ts";
 import { openStore } from "../store/db.ts";
+import { releaseStartupCodePages } from "../runtime/trim.ts";
 import { EdgeHub } from "../hub/edgehub.ts";
 import { DEFAULT_MAX_FRAME_BYTES, NODE_NAME_RE } from "../hub/constants.ts";
 import { joinCloud, loadEdgeCredentials, renewIfDue } from "../pki/edgecreds.ts";
@@ -51,6 +52,7 @@ export const edgeOptions: OptionSpec[] = [
   { flag: "max-frame-bytes", type: "int", default: DEFAULT_MAX_FRAME_BYTES, help: "largest hub message accepted from the cloud" },
   { flag: "router-inbox-limit", type: "int", default: DEFAULT_INBOX_LIMIT, help: "messages each module's inbox holds; past it the router refuses more (counted)" },
   { flag: "eventbus-queue-limit", type: "int", default: INBOUND_LIMIT, help: "MQTT messages waiting for the device twin; past it new ones are dropped (counted)" },
+  { flag: "release-startup-pages", type: "bool", default: true, help: "once connected, hand the executable's code pages touched only while starting back to the kernel (Linux)" },
   { flag: "mqtt-max-payload-bytes", type: "int", default: 1 << 20, help: "largest device-twin request payload accepted over MQTT" },
 ];
 
@@ -81,6 +83,7 @@ export interface EdgeConfig {
   routerInboxLimit: number;
   eventbusQueueLimit: number;
   mqttMaxPayloadBytes: number;
+  releaseStartupPages: boolean;
   logFormat: string;
   logLevel: string;
 }
@@ -187,10 +190,20 @@ export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEd
   const twin = new DeviceTwin({ store, nodeName, publisher: bus, log: log.child("twin") });
   router.register(twin);
   router.register(bus);
+  let trimTimer: ReturnType<typeof setTimeout> | undefined;
   hub.on("connected", () => {
     // what changed while the link was down converges: pod statuses and twins go up again
     edged.reportAll();
     twin.resync();
+    // the first connection ends the start: what only starting needed can leave memory
+    if (cfg.releaseStartupPages && !trimTimer) {
+      trimTimer = setTimeout(() => {
+        void releaseStartupCodePages().then((bytes) => {
+          if (bytes !== null) log.debug("startup code pages released", { mib: Math.round(bytes / 1048576) });
+        });
+      }, 2000);
+      trimTimer.unref?.();
+    }
   });
   await router.startAll();
   const mappers = new MapperHost({ twin, meta, registry, log: log.child("mapper") });
@@ -246,6 +259,7 @@ export async function startEdge(cfg: EdgeConfig, log: Logger): Promise<RunningEd
       hub.stopDeadline = Date.now() + 3800;
       rotationStopped = true;
       clearTimeout(rotation);
+      clearTimeout(trimTimer);
       await mappers.stop();
       await metaServer.stop();
       await router.stopAll();

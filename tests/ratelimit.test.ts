@@ -8,7 +8,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import tls from "node:tls";
 import { encodeFrame, newMessage } from "../lib/message.ts";
 import { loadEdgeCredentials } from "../lib/pki/edgecreds.ts";
-import { joinNode, startTestCloud, type TestCloud } from "./helpers/hubs.ts";
+import { joinNode, maskedTextFrame, startTestCloud, type TestCloud } from "./helpers/hubs.ts";
 
 const RATE = 500;
 const BURST = 100;
@@ -19,22 +19,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await cloud.close();
 });
-
-/** A masked client text frame (RFC 6455). */
-function clientFrame(text: string): Buffer {
-  const payload = Buffer.from(text);
-  const len = payload.length;
-  const ext = len < 126 ? 0 : len < 65536 ? 2 : 8;
-  const out = Buffer.alloc(2 + ext + 4 + len);
-  out[0] = 0x81;
-  out[1] = 0x80 | (ext === 0 ? len : ext === 2 ? 126 : 127);
-  if (ext === 2) out.writeUInt16BE(len, 2);
-  if (ext === 8) out.writeBigUInt64BE(BigInt(len), 2);
-  const mask = [0x12, 0x34, 0x56, 0x78];
-  out.set(mask, 2 + ext);
-  for (let i = 0; i < len; i++) out[2 + ext + 4 + i] = payload[i]! ^ mask[i & 3]!;
-  return out;
-}
 
 async function connectNode(node: string): Promise<tls.TLSSocket> {
   const c = loadEdgeCredentials(await joinNode(cloud, node))!;
@@ -48,7 +32,7 @@ async function connectNode(node: string): Promise<tls.TLSSocket> {
 }
 
 const frames = (node: string, n: number) =>
-  Buffer.concat(Array.from({ length: n }, (_, i) => clientFrame(encodeFrame(newMessage({ source: "edged", group: "resource", operation: "update", resource: `default/podstatus/${node}-${i}` }, { status: { phase: "Running" }, pad: "x".repeat(200) })))));
+  Buffer.concat(Array.from({ length: n }, (_, i) => maskedTextFrame(encodeFrame(newMessage({ source: "edged", group: "resource", operation: "update", resource: `default/podstatus/${node}-${i}` }, { status: { phase: "Running" }, pad: "x".repeat(200) })))));
 const received = (node: string) => cloud.upstream.got.filter((m) => m.route.resource.startsWith(`node/${node}/`)).length;
 
 test("a flood is taken in at the configured rate, none of it dropped; the session stays", async () => {

@@ -12,7 +12,7 @@ import tls from "node:tls";
 import { KubeClient, Resources, type KubeObject } from "../lib/kube/client/index.ts";
 import { encodeFrame, newMessage, parseFrame, type Message } from "../lib/message.ts";
 import { joinCloud, loadEdgeCredentials } from "../lib/pki/edgecreds.ts";
-import { quietLog } from "./helpers/hubs.ts";
+import { maskedTextFrame, quietLog } from "./helpers/hubs.ts";
 import { eventually, joinToken, metric, startCloud, tmpDir, type Cloud } from "./helpers/daemons.ts";
 
 let cloud: Cloud;
@@ -41,17 +41,7 @@ class NodeConn {
     }
   }
   send(msg: Message): void {
-    const payload = Buffer.from(encodeFrame(msg));
-    const n = payload.length;
-    const ext = n < 126 ? 0 : n < 65536 ? 2 : 8;
-    const out = Buffer.alloc(2 + ext + 4 + n);
-    out[0] = 0x81;
-    out[1] = 0x80 | (ext === 0 ? n : ext === 2 ? 126 : 127);
-    if (ext === 2) out.writeUInt16BE(n, 2);
-    if (ext === 8) out.writeBigUInt64BE(BigInt(n), 2);
-    out.set([1, 2, 3, 4], 2 + ext);
-    for (let i = 0; i < n; i++) out[2 + ext + 4 + i] = payload[i]! ^ [1, 2, 3, 4][i & 3]!;
-    this.sock.write(out);
+    this.sock.write(maskedTextFrame(encodeFrame(msg)));
   }
   /** Sends a query for `resource` and waits for the answer to it. */
   async query(resource: string): Promise<Message> {

@@ -115,3 +115,19 @@ export function waitForEvent(emitter: { once(ev: string, fn: (...a: unknown[]) =
     });
   });
 }
+
+/** A masked client text frame (RFC 6455), for tests that speak to the hub over a raw socket. */
+export function maskedTextFrame(text: string): Buffer {
+  const payload = Buffer.from(text);
+  const len = payload.length;
+  const ext = len < 126 ? 0 : len < 65536 ? 2 : 8;
+  const out = Buffer.alloc(2 + ext + 4 + len);
+  out[0] = 0x81;
+  out[1] = 0x80 | (ext === 0 ? len : ext === 2 ? 126 : 127);
+  if (ext === 2) out.writeUInt16BE(len, 2);
+  if (ext === 8) out.writeBigUInt64BE(BigInt(len), 2);
+  const mask = [0x12, 0x34, 0x56, 0x78];
+  out.set(mask, 2 + ext);
+  for (let i = 0; i < len; i++) out[2 + ext + 4 + i] = payload[i]! ^ mask[i & 3]!;
+  return out;
+}

@@ -81,7 +81,7 @@ function certRequest(addr: string, path: string, opts: { ca?: string; headers?: 
     const chunks: Buffer[] = [];
     const timer = setTimeout(() => sock.destroy(new Error(`${path}: no answer in 60 s`)), 60_000);
     sock.on("data", (c: Buffer) => chunks.push(c));
-    sock.on("error", (e) => (clearTimeout(timer), reject(e)));
+    sock.on("error", (e: Error) => (clearTimeout(timer), reject(e)));
     sock.on("close", () => {
       clearTimeout(timer);
       const all = Buffer.concat(chunks);
@@ -382,7 +382,9 @@ function spawnLimited(args: string[], env: Record<string, string> = {}): ChildPr
 async function runScale(n: number, steadyS: number): Promise<Row[]> {
   const dataDir = tmpDir(`scale-${n}`);
   const marker = `outpost-scale-${process.pid}-${n}`;
-  const cloudProc = spawnLimited([join(ROOT, "cloudcore.ts"), "--data-dir", dataDir, "--hub-listen", "127.0.0.1:0", "--https-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"], { OUTPOST_BENCH_MARKER: marker });
+  // SCALE_CLOUD_PROF=<dir>: cloudcore writes a CPU profile (markdown) there when it stops
+  const prof = process.env.SCALE_CLOUD_PROF ? ["--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${process.env.SCALE_CLOUD_PROF}`] : [];
+  const cloudProc = spawnLimited([...prof, join(ROOT, "cloudcore.ts"), "--data-dir", dataDir, "--hub-listen", "127.0.0.1:0", "--https-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"], { OUTPOST_BENCH_MARKER: marker });
   const cloud = new Daemon(cloudProc, "cloudcore");
   const workers: Worker[] = [];
   try {
@@ -549,6 +551,9 @@ async function runScale(n: number, steadyS: number): Promise<Row[]> {
       ),
     );
     const disconnects = workerStats.reduce((s, x) => s + (x.disconnects ?? 0), 0);
+    const acksIn = workerStats.reduce((s, x) => s + (x.acksIn ?? 0), 0);
+    const warnings = cloud.output.filter((l) => /"level":"(warn|error)"|\b(WARN|ERROR)\b/.test(l));
+    if (warnings.length) console.error(`  cloudcore logged ${warnings.length} warnings/errors, e.g.:\n    ${warnings.slice(0, 5).join("\n    ")}`);
     const third = Math.max(1, Math.floor(samples.length / 3));
     const avg = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
     const rssFirst = avg(samples.slice(0, third).map((s) => s.rss));
@@ -580,6 +585,7 @@ async function runScale(n: number, steadyS: number): Promise<Row[]> {
       { metric: `${p}cloud_rss_steady_last_third`, outpost: rssLast, unit: "MiB" },
       { metric: `${p}cloud_rss_peak`, outpost: hwmMiB(pid), unit: "MiB" },
       { metric: `${p}node_disconnects`, outpost: disconnects, unit: "links" },
+      { metric: `${p}upstream_acks_to_nodes`, outpost: acksIn, unit: "acks", higherIsBetter: true },
     ];
   } finally {
     for (const w of workers) {

@@ -5,6 +5,7 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { join } from "node:path";
+import { DeviceController } from "../lib/cloud/devicecontroller.ts";
 import { EdgeController } from "../lib/cloud/edgecontroller.ts";
 import { Outbox, outboxMigrations } from "../lib/cloud/outbox.ts";
 import { KeyedWorkQueue } from "../lib/cloud/workqueue.ts";
@@ -14,6 +15,7 @@ import { newMessage, Op, type Message } from "../lib/message.ts";
 import { openStore } from "../lib/store/db.ts";
 import { eventually } from "./helpers/daemons.ts";
 import { joinNode, quietLog, startTestCloud, startTestEdge, type TestEdge } from "./helpers/hubs.ts";
+import { startProxy } from "./helpers/proxy.ts";
 
 const cleanups: (() => Promise<unknown> | unknown)[] = [];
 afterEach(async () => {
@@ -41,11 +43,19 @@ async function setup(node: string, opts: { leaseRenewMs?: number } = {}) {
   const dir = await joinNode(cloud, node);
   const edge: TestEdge = await startTestEdge(`127.0.0.1:${cloud.hub.port}`, node, dir);
   cleanups.push(() => edge.close());
+  // the DeviceController writes through a proxy that can hold its requests: a slow API
+  const proxy = await startProxy(Number(new URL(api.url).port));
+  cleanups.push(() => proxy.close());
+  const slowClient = new KubeClient({ server: `https://127.0.0.1:${proxy.port}`, caPem: api.caCert, token: api.adminToken });
+  cleanups.push(() => slowClient.close());
+  const devices = new DeviceController({ client: slowClient, informers, hub: cloud.hub, outbox, log: quietLog, coalesceMs: 20 });
+  cloud.router.register(devices);
+  await devices.start({ router: cloud.router } as never);
   const acks: Message[] = [];
   edge.hub.on("message", (m: Message) => m.route.operation === Op.response && acks.push(m));
   type NodeObj = KubeObject & { status?: { capacity?: Record<string, string>; conditions?: { type: string; status: string }[] } };
   await eventually(async () => (await client.get<NodeObj>(Resources.nodes, node).catch(() => null))?.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True"), 10_000, "node registered and Ready");
-  return { cloud, client, edge, acks, getNode: () => client.get<NodeObj>(Resources.nodes, node) };
+  return { cloud, client, edge, acks, proxy, getNode: () => client.get<NodeObj>(Resources.nodes, node) };
 }
 
 describe("edgecontroller", () => {
@@ -88,6 +98,29 @@ describe("edgecontroller", () => {
     type Lease = KubeObject & { spec?: { renewTime?: string } };
     const t0 = (await client.get<Lease>(Resources.leases, "status-node", "kube-node-lease")).spec?.renewTime;
     await eventually(async () => (await client.get<Lease>(Resources.leases, "status-node", "kube-node-lease")).spec?.renewTime !== t0, 5000, "lease renewed");
+  }, 60_000);
+});
+
+describe("devicecontroller", () => {
+  test("a slow API: a batch of twin reports waits for the write in flight; every report acked, the newest value kept", async () => {
+    const { client, edge, acks, proxy } = await setup("twin-node");
+    await client.create(Resources.devicemodels, { apiVersion: "devices.kubeedge.io/v1beta1", kind: "DeviceModel", metadata: { name: "m", namespace: "default" }, spec: { protocol: "modbus", properties: [{ name: "t", type: "FLOAT", accessMode: "ReadOnly" }] } } as KubeObject);
+    await client.create(Resources.devices, { apiVersion: "devices.kubeedge.io/v1beta1", kind: "Device", metadata: { name: "d1", namespace: "default" }, spec: { nodeName: "twin-node", deviceModelRef: { name: "m" }, protocol: { protocolName: "modbus" }, properties: [{ name: "t" }] } } as KubeObject);
+    await Bun.sleep(300); // the controller's informer has the Device
+    const report = (v: string) => {
+      const m = newMessage({ source: "twin", group: "resource", operation: Op.update, resource: "device/default/d1/twin/edge_updated" }, { event_id: "", timestamp: Date.now(), twin: { t: { actual: { value: v }, metadata: { type: "float" } } } });
+      edge.hub.send(m);
+      return m.header.msg_id;
+    };
+    proxy.hold();
+    const ids = [report("1")];
+    await Bun.sleep(200); // the first batch is being written (held in the proxy)
+    ids.push(report("2"));
+    await Bun.sleep(200); // the second batch is due while the first is in flight
+    proxy.release();
+    await eventually(() => ids.every((id) => acks.some((a) => a.header.parent_msg_id === id)), 15_000, "every twin report acked");
+    const st = await client.get<KubeObject & { status?: { twins?: { propertyName: string; reported?: { value: string } }[] } }>(Resources.devicestatuses, "d1", "default");
+    expect(st.status?.twins?.find((t) => t.propertyName === "t")?.reported?.value).toBe("2");
   }, 60_000);
 });
 

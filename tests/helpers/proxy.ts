@@ -6,6 +6,9 @@ export interface Proxy {
   /** Stop forwarding in both directions without closing anything: a dead link as the edge sees it. */
   freeze(): void;
   thaw(): void;
+  /** Keep what is sent in both directions until release(): a slow link, nothing lost. */
+  hold(): void;
+  release(): void;
   /** Reset every open link. */
   cut(): void;
   close(): Promise<void>;
@@ -13,6 +16,7 @@ export interface Proxy {
 
 export async function startProxy(targetPort: number, targetHost = "127.0.0.1"): Promise<Proxy> {
   let frozen = false;
+  let held: (() => void)[] | null = null;
   const links = new Set<net.Socket>();
   const server = net.createServer((client) => {
     const upstream = net.connect(targetPort, targetHost);
@@ -20,7 +24,9 @@ export async function startProxy(targetPort: number, targetHost = "127.0.0.1"): 
     links.add(upstream);
     const pipe = (from: net.Socket, to: net.Socket) =>
       from.on("data", (d) => {
-        if (!frozen) to.write(d);
+        if (frozen) return;
+        if (held) held.push(() => to.write(d));
+        else to.write(d);
       });
     pipe(client, upstream);
     pipe(upstream, client);
@@ -38,6 +44,12 @@ export async function startProxy(targetPort: number, targetHost = "127.0.0.1"): 
     port: (server.address() as net.AddressInfo).port,
     freeze: () => void (frozen = true),
     thaw: () => void (frozen = false),
+    hold: () => void (held ??= []),
+    release: () => {
+      const queued = held ?? [];
+      held = null;
+      for (const w of queued) w();
+    },
     cut: () => {
       for (const s of links) s.destroy();
     },

@@ -413,6 +413,19 @@ async function runScale(n: number, steadyS: number): Promise<Row[]> {
       (devices[node] ??= []).push(`default/thermo-${d}`);
     }
 
+    // Node objects as a watcher (kubectl get nodes -w) sees them: when is every node Ready
+    const factory = new InformerFactory(client);
+    const nodeInf = factory.informer(Resources.nodes);
+    await nodeInf.waitForSync(30_000);
+    const ready = new Set<string>();
+    const onNode = (o: KubeObject) => {
+      const ok = (o as { status?: { conditions?: { type: string; status: string }[] } }).status?.conditions?.some((c) => c.type === "Ready" && c.status === "True");
+      if (ok) ready.add(o.metadata?.name ?? "");
+      else ready.delete(o.metadata?.name ?? "");
+    };
+    nodeInf.on("add", onNode);
+    nodeInf.on("update", (_a, b) => onNode(b));
+
     // ---- join + connect ------------------------------------------------------------------------
     const cpu0 = cpuSeconds(pid);
     const t0 = performance.now();
@@ -456,12 +469,14 @@ async function runScale(n: number, steadyS: number): Promise<Row[]> {
     }
     const allConnectedS = (performance.now() - t0) / 1000;
     console.error(`  N=${n}: joined ${joined} in ${joinS.toFixed(1)} s, connected ${cloudConnected} ${connectS.toFixed(1)} s later`);
-    // let the registration wave (Node objects, status, leases) settle before the steady phase
-    await sleep(quick ? 3000 : 10_000);
+    // the registration wave (Node objects, status, leases) ends before the steady phase starts
+    for (let i = 0; i < 3000 && ready.size < joined; i++) await sleep(100);
+    const allReadyS = (performance.now() - t0) / 1000;
+    console.error(`  N=${n}: ${ready.size} nodes Ready in the API after ${allReadyS.toFixed(1)} s`);
+    await sleep(quick ? 2000 : 5000);
     const rssConnected = rssOf(pid);
 
     // ---- steady load -----------------------------------------------------------------------------
-    const factory = new InformerFactory(client);
     const statuses = factory.informer(Resources.devicestatuses, { namespace: "default" });
     await statuses.waitForSync(30_000);
     const twinLat: number[] = [];
@@ -568,6 +583,7 @@ async function runScale(n: number, steadyS: number): Promise<Row[]> {
       { metric: `${p}join_all`, outpost: joinS, unit: "s" },
       { metric: `${p}connect_all`, outpost: connectS, unit: "s" },
       { metric: `${p}join_and_connect_all`, outpost: allConnectedS, unit: "s" },
+      { metric: `${p}all_nodes_ready_in_api`, outpost: allReadyS, unit: "s" },
       { metric: `${p}cloud_cpu_join`, outpost: (joinCpu / joinS) * 100, unit: "% core" },
       { metric: `${p}cloud_cpu_connect`, outpost: (connectCpu / connectS) * 100, unit: "% core" },
       { metric: `${p}cloud_rss_idle`, outpost: rssStart, unit: "MiB" },

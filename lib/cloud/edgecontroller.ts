@@ -214,10 +214,11 @@ export class EdgeController implements Module {
       await this.ensureNode(node);
       await this.setReady(node, "True", "EdgeReady", "edge node is connected to cloudcore");
       await this.renewLease(node);
-      this.leaseDue.set(node, Date.now() + this.leaseRenewMs);
     } catch (e) {
       this.log.error("node registration failed", { node, err: String(e) });
     }
+    // renewed from now on while connected (also when registration failed: the renewal may succeed)
+    if (this.opts.hub.isConnected(node)) this.leaseDue.set(node, Date.now() + this.leaseRenewMs);
     if (this.opts.hub.isConnected(node)) this.sendNodeState(node);
   }
 

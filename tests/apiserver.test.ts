@@ -587,6 +587,25 @@ describe("restart", () => {
     // Only the installed-once CRDs and seeded namespaces: nothing duplicated.
     expect((await h.req("GET", "/api/v1/namespaces")).body.items.filter((i: Json) => i.metadata.name === "default")).toHaveLength(1);
   });
+
+  test("garbage collection finds dependents stored before the restart, and not those whose owner reference was removed", async () => {
+    const dir = h.dir;
+    const devs = "/apis/devices.kubeedge.io/v1beta1/namespaces/default/devices";
+    const sts = "/apis/devices.kubeedge.io/v1beta1/namespaces/default/devicestatuses";
+    const owner = await h.req("POST", devs, { metadata: { name: "gc-owner" }, spec: {} });
+    const ref = { apiVersion: "devices.kubeedge.io/v1beta1", kind: "Device", name: "gc-owner", uid: owner.body.metadata.uid };
+    expect((await h.req("POST", sts, { metadata: { name: "gc-dep", ownerReferences: [ref] } })).status).toBe(201);
+    expect((await h.req("POST", sts, { metadata: { name: "gc-released", ownerReferences: [ref] } })).status).toBe(201);
+    await stop(h);
+    h = await start(dir);
+    // released after the restart: the index must follow the update
+    const rel = await h.req("PATCH", `${sts}/gc-released`, [{ op: "remove", path: "/metadata/ownerReferences" }], { contentType: "application/json-patch+json" });
+    expect(rel.status).toBe(200);
+    expect((await h.req("DELETE", `${devs}/gc-owner`)).status).toBe(200);
+    for (let i = 0; i < 50 && (await h.req("GET", `${sts}/gc-dep`)).status !== 404; i++) await Bun.sleep(20);
+    expect((await h.req("GET", `${sts}/gc-dep`)).status).toBe(404);
+    expect((await h.req("GET", `${sts}/gc-released`)).status).toBe(200);
+  });
 });
 
 describe("bad input", () => {

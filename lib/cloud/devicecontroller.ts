@@ -67,6 +67,8 @@ export class DeviceController implements Module {
   private devices!: SharedInformer<DeviceObj>;
   private models!: SharedInformer<ModelObj>;
   private readonly pending = new Map<string, Pending>();
+  /** Devices whose status write is in flight: the next batch waits for it (writes stay in order). */
+  private readonly writing = new Set<string>();
   private readonly warned = new Set<string>();
   private readonly log: Logger;
 
@@ -230,16 +232,24 @@ export class DeviceController implements Module {
   private async flush(key: string): Promise<void> {
     const p = this.pending.get(key);
     if (!p) return;
-    this.pending.delete(key);
     clearTimeout(p.timer);
+    if (this.writing.has(key)) {
+      // the previous batch is still being written (a slow API): this one goes right after it
+      p.timer = setTimeout(() => void this.flush(key), this.opts.coalesceMs ?? 500);
+      return;
+    }
+    this.pending.delete(key);
     const [namespace, name] = key.split("/") as [string, string];
     const device = this.devices.get(name, namespace);
     if (!device) return this.ack(p.acks);
+    this.writing.add(key);
     try {
       await this.writeStatus(device, p);
       this.ack(p.acks);
     } catch (e) {
       this.log.warn("DeviceStatus write failed, the edge will send the reports again", { device: key, err: String(e) });
+    } finally {
+      this.writing.delete(key);
     }
   }
 

@@ -12,10 +12,19 @@ import type { Logger } from "../log.ts";
 import type { CloudHub } from "../hub/cloudhub.ts";
 import type { Outbox } from "./outbox.ts";
 import { InformerFactory, KubeClient, Resources, byNodeName, isConflict, isNotFound, type KubeObject, type ObjectMeta, type SharedInformer } from "../kube/client/index.ts";
+import { KeyedWorkQueue } from "./workqueue.ts";
 
 export const EDGE_ROLE_LABEL = "node-role.kubernetes.io/edge";
 const AGENT_ROLE_LABEL = "node-role.kubernetes.io/agent";
 const LEASE_NS = "kube-node-lease";
+/**
+ * An unchanged node status is written again only this often (kubelet's nodeStatusReportFrequency);
+ * the node's Lease, renewed every leaseRenewMs while it is connected, is its heartbeat meanwhile.
+ */
+const NODE_STATUS_REPORT_MS = 5 * 60_000;
+/** API writes in flight for upstream reports, and for lease renewals. */
+const UPSTREAM_WRITES = 8;
+const LEASE_WRITES = 4;
 
 /** API objects as informers hold them: always with metadata. */
 type Obj = KubeObject & { metadata: ObjectMeta };
@@ -59,6 +68,8 @@ export interface EdgeControllerOptions {
   /** How long a node may be out of touch before Ready=Unknown (default 40 s). */
   nodeGracePeriodMs?: number;
   leaseRenewMs?: number;
+  /** Unchanged node status is rewritten after this long (default 5 min). */
+  nodeStatusReportMs?: number;
 }
 
 export class EdgeController implements Module {
@@ -71,10 +82,24 @@ export class EdgeController implements Module {
   private leaseTimer?: ReturnType<typeof setInterval>;
   private readonly log: Logger;
   private readonly grace: number;
+  private readonly leaseRenewMs: number;
+  /**
+   * Upstream reports are written through bounded, per-object queues rather than one at a time in
+   * the router's inbox: with thousands of nodes reporting, a serial inbox overflows and drops.
+   */
+  private readonly upstream: KeyedWorkQueue<Message>;
+  private readonly leases: KeyedWorkQueue<string>;
+  /** When each connected node's lease is due for renewal. */
+  private readonly leaseDue = new Map<string, number>();
+  /** The last node status written per node (what it said, when), to skip unchanged rewrites. */
+  private readonly lastStatus = new Map<string, { sig: string; at: number }>();
 
   constructor(private readonly opts: EdgeControllerOptions) {
     this.log = opts.log;
     this.grace = opts.nodeGracePeriodMs ?? 40_000;
+    this.leaseRenewMs = opts.leaseRenewMs ?? 10_000;
+    this.upstream = new KeyedWorkQueue(UPSTREAM_WRITES, (_key, msgs) => this.handleUpstream(msgs), (key, e) => this.log.warn("upstream write failed", { key, err: String(e) }));
+    this.leases = new KeyedWorkQueue(LEASE_WRITES, (node) => this.renewLease(node));
   }
 
   async start(_ctx: ModuleContext): Promise<void> {
@@ -102,14 +127,27 @@ export class EdgeController implements Module {
     } catch (e) {
       this.log.warn("could not list edge nodes", { err: String(e) });
     }
+    // each connected node's lease is renewed leaseRenewMs after the last renewal: spread over the
+    // period as the nodes connected, not all at once
     this.leaseTimer = setInterval(() => {
-      for (const node of hub.connectedNodes()) void this.renewLease(node);
-    }, this.opts.leaseRenewMs ?? 10_000);
+      const now = Date.now();
+      for (const [node, due] of this.leaseDue) {
+        if (due > now) continue;
+        if (!hub.isConnected(node)) {
+          this.leaseDue.delete(node);
+          continue;
+        }
+        this.leaseDue.set(node, now + this.leaseRenewMs);
+        this.leases.push(node, node);
+      }
+    }, Math.min(1000, this.leaseRenewMs));
     this.leaseTimer.unref?.();
   }
 
   stop(): void {
     clearInterval(this.leaseTimer);
+    this.upstream.stop();
+    this.leases.stop();
     for (const t of this.unknownTimers.values()) clearTimeout(t);
   }
 
@@ -171,6 +209,7 @@ export class EdgeController implements Module {
   private async onConnected(node: string): Promise<void> {
     clearTimeout(this.unknownTimers.get(node));
     this.unknownTimers.delete(node);
+    this.lastStatus.delete(node);
     try {
       await this.ensureNode(node);
       await this.setReady(node, "True", "EdgeReady", "edge node is connected to cloudcore");
@@ -178,10 +217,14 @@ export class EdgeController implements Module {
     } catch (e) {
       this.log.error("node registration failed", { node, err: String(e) });
     }
+    // renewed from now on while connected (also when registration failed: the renewal may succeed)
+    if (this.opts.hub.isConnected(node)) this.leaseDue.set(node, Date.now() + this.leaseRenewMs);
     if (this.opts.hub.isConnected(node)) this.sendNodeState(node);
   }
 
   private onDisconnected(node: string): void {
+    this.leaseDue.delete(node);
+    this.lastStatus.delete(node);
     clearTimeout(this.unknownTimers.get(node));
     const t = setTimeout(() => {
       this.unknownTimers.delete(node);
@@ -232,14 +275,29 @@ export class EdgeController implements Module {
 
   // ---- upstream -----------------------------------------------------------------------------
 
-  async handle(msg: Message): Promise<void> {
+  /**
+   * Queues an upstream report for writing; reports for one object are written in order, and those
+   * that pile up while it waits are written as one (the newest) and acked together.
+   */
+  handle(msg: Message): void {
     const target = splitNodeResource(msg.route.resource);
     const ref = target ? parseResource(target.resource) : null;
     if (!target || !ref?.name) return;
+    // a pod's deletion is not folded into its status reports
+    this.upstream.push(`${msg.route.resource}${msg.route.operation === Op.delete ? "#delete" : ""}`, msg);
+  }
+
+  private async handleUpstream(msgs: Message[]): Promise<void> {
+    const msg = msgs[msgs.length - 1]!;
+    const target = splitNodeResource(msg.route.resource)!;
+    const ref = parseResource(target.resource)!;
+    if (!ref.name) return;
     const node = target.node;
     // the edge keeps these queued (edgecore.db) until acked: ack once handled for good, i.e. written,
     // or refused / obsolete (a retry could not do better); a failed write is not acked and comes again
-    const ack = () => void this.opts.hub.sendToNode(node, { ...responseTo(msg, "OK"), route: { ...msg.route, operation: Op.response, resource: target.resource } });
+    const ack = () => {
+      for (const m of msgs) this.opts.hub.sendToNode(node, { ...responseTo(m, "OK"), route: { ...m.route, operation: Op.response, resource: target.resource } });
+    };
     try {
       switch (ref.type) {
         case "podstatus":
@@ -291,11 +349,16 @@ export class EdgeController implements Module {
     await this.opts.client.delete(Resources.pods, name, { namespace, gracePeriodSeconds: 0, preconditions: { uid: pod.metadata.uid } });
   }
 
+  /** Writes the node's status when it changed, or when the last write is NODE_STATUS_REPORT_MS old. */
   private async onNodeStatus(node: string, content: unknown): Promise<void> {
     const c = content as { metadata?: { labels?: Record<string, string> }; status?: Record<string, unknown> } | null;
     const status = c?.status && typeof c.status === "object" ? { ...c.status } : {};
     delete status.conditions; // readiness is the cloud's judgement of the link, set below
+    const sig = JSON.stringify(status);
+    const last = this.lastStatus.get(node);
+    const now = Date.now();
+    if (last && last.sig === sig && now - last.at < (this.opts.nodeStatusReportMs ?? NODE_STATUS_REPORT_MS)) return;
     await this.setReady(node, "True", "EdgeReady", "edge node is connected to cloudcore", status);
-    await this.renewLease(node);
+    if (this.opts.hub.isConnected(node)) this.lastStatus.set(node, { sig, at: now });
   }
 }

@@ -40,6 +40,12 @@ export class ObjectStore {
   private readonly listeners = new Set<(ev: StoreEvent) => void>();
   private readonly stmt: Record<string, SqliteStatement>;
   private savepointSeq = 0;
+  /**
+   * Owner uid → keys of the objects whose ownerReferences name it, and the reverse, so garbage
+   * collection after a delete looks up the dependents instead of scanning every stored object.
+   */
+  private readonly dependents = new Map<string, Set<string>>();
+  private readonly ownersOf = new Map<string, string[]>();
 
   constructor(
     private readonly raw: SqliteDatabase,
@@ -53,7 +59,7 @@ export class ObjectStore {
       listNs: raw.prepare("SELECT data FROM apiserver_objects WHERE grp = ? AND resource = ? AND namespace = ? ORDER BY name"),
       terminating: raw.prepare(`SELECT grp, resource, namespace, name FROM apiserver_objects WHERE instr(data, '"deletionTimestamp"') > 0`),
       listInNs: raw.prepare("SELECT grp, resource, name, data FROM apiserver_objects WHERE namespace = ?"),
-      byOwner: raw.prepare("SELECT grp, resource, namespace, name, data FROM apiserver_objects WHERE instr(data, ?) > 0"),
+      withOwners: raw.prepare(`SELECT grp, resource, namespace, name, data FROM apiserver_objects WHERE instr(data, '"ownerReferences"') > 0`),
       upsert: raw.prepare(
         "INSERT INTO apiserver_objects (grp, resource, namespace, name, rv, data) VALUES (?, ?, ?, ?, ?, ?) " +
           "ON CONFLICT (grp, resource, namespace, name) DO UPDATE SET rv = excluded.rv, data = excluded.data",
@@ -65,6 +71,28 @@ export class ObjectStore {
       trim: raw.prepare("DELETE FROM apiserver_events WHERE rv <= ?"),
     };
     this.load(size);
+    for (const r of this.stmt.withOwners!.all([]) as Array<{ grp: string; resource: string; namespace: string; name: string; data: string }>)
+      this.indexOwners(r.grp, r.resource, r.namespace, r.name, JSON.parse(r.data) as KObject);
+  }
+
+  /** Keeps the owner index in step with one stored (or, with `obj` undefined, deleted) object. */
+  private indexOwners(group: string, resource: string, namespace: string, name: string, obj: KObject | undefined): void {
+    const key = JSON.stringify([group, resource, namespace, name]);
+    const uids = [...new Set((obj?.metadata?.ownerReferences ?? []).map((r) => r.uid).filter((u): u is string => typeof u === "string" && u !== ""))];
+    const old = this.ownersOf.get(key);
+    if (!old && uids.length === 0) return;
+    for (const u of old ?? []) {
+      const set = this.dependents.get(u);
+      set?.delete(key);
+      if (set?.size === 0) this.dependents.delete(u);
+    }
+    if (uids.length === 0) return void this.ownersOf.delete(key);
+    this.ownersOf.set(key, uids);
+    for (const u of uids) {
+      let set = this.dependents.get(u);
+      if (!set) this.dependents.set(u, (set = new Set()));
+      set.add(key);
+    }
   }
 
   /** RV continues from the stored maximum; the ring is refilled from the stored change log. */
@@ -127,10 +155,15 @@ export class ObjectStore {
     return rows.map((r) => ({ group: r.grp, resource: r.resource, namespace: r.namespace, name: r.name }));
   }
 
-  /** Objects whose JSON mentions `uid` (candidates for owner-reference garbage collection). */
+  /** Objects whose ownerReferences name `uid` (candidates for owner-reference garbage collection). */
   findMentioning(uid: string): Array<{ group: string; resource: string; namespace: string; name: string; object: KObject }> {
-    const rows = this.stmt.byOwner!.all([uid]) as Array<{ grp: string; resource: string; namespace: string; name: string; data: string }>;
-    return rows.map((r) => ({ group: r.grp, resource: r.resource, namespace: r.namespace, name: r.name, object: JSON.parse(r.data) as KObject }));
+    const out: Array<{ group: string; resource: string; namespace: string; name: string; object: KObject }> = [];
+    for (const key of this.dependents.get(uid) ?? []) {
+      const [group, resource, namespace, name] = JSON.parse(key) as [string, string, string, string];
+      const object = this.get(group, resource, namespace, name);
+      if (object) out.push({ group, resource, namespace, name, object });
+    }
+    return out;
   }
 
   /**
@@ -166,7 +199,10 @@ export class ObjectStore {
       throw err;
     }
     this.rv = rv;
-    for (const ev of events) this.push(ev);
+    for (const ev of events) {
+      this.push(ev);
+      this.indexOwners(ev.group, ev.resource, ev.namespace, ev.name, ev.type === "DELETED" ? undefined : ev.object);
+    }
     if (++this.writesSinceTrim >= 256) this.trim();
     for (const ev of events) {
       for (const fn of this.listeners) {

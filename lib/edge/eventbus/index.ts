@@ -83,7 +83,10 @@ export class EventBus implements Module {
   private readonly inbound: [string, Buffer][] = [];
   private draining = false;
   private droppedInbound = 0;
+  /** Messages the embedded broker has handed over (for stop()). */
+  private delivered = 0;
   private readonly deliver = (packet: AedesPublishPacket, cb: () => void) => {
+    this.delivered++;
     if (this.inbound.length >= (this.opts.inboundLimit ?? INBOUND_LIMIT)) {
       this.counters?.dropped.inc();
       if (this.droppedInbound++ % 1000 === 0) this.log?.warn("mqtt inbound queue full, message dropped", { topic: packet.topic, dropped: this.droppedInbound });
@@ -204,8 +207,19 @@ export class EventBus implements Module {
   }
 
   async stop(): Promise<void> {
-    // what MQTT clients published before the stop still reaches the twin (bounded: at most 1 s)
+    // what MQTT clients published before the stop still reaches the twin (bounded: at most 1 s).
+    // aedes acks a QoS 1 publish before it delivers it, so a client may hold its PUBACK while the
+    // message is still on its way: wait until deliveries have been quiet for 30 ms (≤ 300 ms).
     const until = Date.now() + 1000;
+    if (this.broker) {
+      const quietBy = Date.now() + 300;
+      let seen = -1;
+      for (let quiet = 0; quiet < 3 && Date.now() < quietBy; ) {
+        quiet = this.delivered === seen ? quiet + 1 : 0;
+        seen = this.delivered;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    }
     while (this.inbound.length > 0 && Date.now() < until) this.drainSlice();
     const client = this.client;
     this.client = undefined;

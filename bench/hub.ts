@@ -63,7 +63,10 @@ async function measure(make: () => Pipe) {
 }
 
 // ---- Outpost hub -------------------------------------------------------------------------
-const cloud = await startTestCloud({ record: false });
+// The throughput phase queues all N messages in one synchronous loop (as the raw ws side does), so
+// up to ~45 MB sit unsent at once: above the slow-consumer cut-off (4 × max frame = 32 MiB), which
+// would take the burst for a node that does not read. Allow that much here.
+const cloud = await startTestCloud({ record: false, maxBufferedBytes: 128 * 1024 * 1024 });
 const dir = await joinNode(cloud, "bench-node");
 const edge = await startTestEdge(`127.0.0.1:${cloud.hub.port}`, "bench-node", dir, {}, [{ name: "sink", group: "sink", start() {}, stop() {}, handle() {} }]);
 while (!cloud.hub.isConnected("bench-node")) await new Promise((r) => setTimeout(r, 10));

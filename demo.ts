@@ -48,7 +48,9 @@ Outpost demo is running: cloudcore, edge node demo-edge, and a Modbus thermostat
   kubectl --kubeconfig ${kubeconfig} patch device thermostat --type json -p '[{"op":"replace","path":"/spec/properties/1/desired/value","value":"23"}]'
   MQTT (edge): ${edge.endpoints.mqtt}   topics $hw/events/device/default/thermostat/twin/#
 Press Ctrl-C to stop.`);
+let stopping = false;
 const stop = async () => {
+  stopping = true;
   await device.stop();
   await edge.daemon.stop();
   await cloud.daemon.stop();
@@ -57,5 +59,7 @@ const stop = async () => {
 process.on("SIGINT", stop);
 process.on("SIGTERM", stop);
 await Promise.race([cloud.daemon.exited, edge.daemon.exited, device.exited]);
-console.error("a process of the demo exited; stopping");
-await stop();
+if (!stopping) {
+  console.error("a process of the demo exited on its own; stopping the others");
+  await stop();
+}

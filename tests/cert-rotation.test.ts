@@ -9,9 +9,9 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { X509Certificate } from "node:crypto";
 import { cpSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import tls from "node:tls";
 import { loadEdgeCredentials } from "../lib/pki/edgecreds.ts";
 import { eventually, joinToken, metric, startCloud, startEdge, tmpDir, type Cloud, type Edge } from "./helpers/daemons.ts";
+import { rawUpgrade } from "./helpers/hubs.ts";
 
 const NODE = "edge-rotating";
 let cloud: Cloud;
@@ -53,13 +53,8 @@ test("the edge renews before expiry, re-dials with the new certificate and stays
   expect(edge.daemon.output.slice(linesAfterRenewal).some((l) => /link to cloud lost|cloud refused/.test(l))).toBe(false);
 
   // the expired certificate: the TLS handshake completes, the upgrade is refused
-  const c = loadEdgeCredentials(old)!;
-  const [host, port] = cloud.endpoints.hub.split(":");
-  const sock = tls.connect({ host, port: Number(port), ca: c.caPem, cert: c.certPem, key: c.keyPem, servername: "localhost" });
-  sock.on("error", () => {});
-  await new Promise((r) => sock.once("secureConnect", r));
-  sock.write(`GET /p/${NODE}/events HTTP/1.1\r\nHost: x\r\nnode_id: ${NODE}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
-  const answer = String(await new Promise((r) => sock.once("data", r)));
+  const { sock, first: reply } = await rawUpgrade(cloud.endpoints.hub, old, NODE);
+  const answer = String(reply);
   sock.destroy();
   expect(answer).toStartWith("HTTP/1.1 401");
   expect(answer).toContain("expired");

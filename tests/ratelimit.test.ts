@@ -7,8 +7,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import tls from "node:tls";
 import { encodeFrame, newMessage } from "../lib/message.ts";
-import { loadEdgeCredentials } from "../lib/pki/edgecreds.ts";
-import { joinNode, maskedTextFrame, startTestCloud, type TestCloud } from "./helpers/hubs.ts";
+import { joinNode, maskedTextFrame, rawUpgrade, startTestCloud, type TestCloud } from "./helpers/hubs.ts";
 
 const RATE = 500;
 const BURST = 100;
@@ -21,12 +20,8 @@ afterAll(async () => {
 });
 
 async function connectNode(node: string): Promise<tls.TLSSocket> {
-  const c = loadEdgeCredentials(await joinNode(cloud, node))!;
-  const sock = tls.connect({ host: "127.0.0.1", port: cloud.hub.port, ca: c.caPem, cert: c.certPem, key: c.keyPem, servername: "localhost" });
-  sock.on("error", () => {});
-  await new Promise((r) => sock.once("secureConnect", r));
-  sock.write(`GET /p/${node}/events HTTP/1.1\r\nHost: x\r\nnode_id: ${node}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
-  expect(String(await new Promise((r) => sock.once("data", r)))).toStartWith("HTTP/1.1 101");
+  const { sock, first } = await rawUpgrade(`127.0.0.1:${cloud.hub.port}`, await joinNode(cloud, node), node);
+  expect(String(first)).toStartWith("HTTP/1.1 101");
   for (let i = 0; i < 200 && !cloud.hub.isConnected(node); i++) await Bun.sleep(10);
   return sock;
 }

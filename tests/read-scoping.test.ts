@@ -11,8 +11,8 @@ import { join } from "node:path";
 import tls from "node:tls";
 import { KubeClient, Resources, type KubeObject } from "../lib/kube/client/index.ts";
 import { encodeFrame, newMessage, parseFrame, type Message } from "../lib/message.ts";
-import { joinCloud, loadEdgeCredentials } from "../lib/pki/edgecreds.ts";
-import { maskedTextFrame, quietLog } from "./helpers/hubs.ts";
+import { joinCloud } from "../lib/pki/edgecreds.ts";
+import { maskedTextFrame, quietLog, rawUpgrade } from "./helpers/hubs.ts";
 import { eventually, joinToken, metric, startCloud, tmpDir, type Cloud } from "./helpers/daemons.ts";
 
 let cloud: Cloud;
@@ -55,13 +55,7 @@ async function connectNode(node: string): Promise<NodeConn> {
   const dir = tmpDir(`scope-${node}`);
   dirs.push(dir);
   await joinCloud({ httpsAddr: cloud.endpoints.https, token: await joinToken(cloud.dataDir), nodeName: node, dataDir: dir, log: quietLog });
-  const c = loadEdgeCredentials(dir)!;
-  const [host, port] = cloud.endpoints.hub.split(":");
-  const sock = tls.connect({ host, port: Number(port), ca: c.caPem, cert: c.certPem, key: c.keyPem, servername: "localhost" });
-  sock.on("error", () => {});
-  await new Promise((r) => sock.once("secureConnect", r));
-  sock.write(`GET /p/${node}/events HTTP/1.1\r\nHost: x\r\nnode_id: ${node}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
-  const first = (await new Promise((r) => sock.once("data", r))) as Buffer;
+  const { sock, first } = await rawUpgrade(cloud.endpoints.hub, dir, node);
   const end = first.indexOf("\r\n\r\n");
   expect(first.subarray(0, end).toString()).toStartWith("HTTP/1.1 101");
   const conn = new NodeConn(sock);

@@ -8,10 +8,9 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { cpSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import tls from "node:tls";
 import { KubeClient, Resources, type KubeObject } from "../lib/kube/client/index.ts";
-import { loadEdgeCredentials } from "../lib/pki/edgecreds.ts";
 import { eventually, joinToken, metric, startCloud, startEdge, tmpDir, type Cloud, type Daemon, type Edge } from "./helpers/daemons.ts";
+import { rawUpgrade } from "./helpers/hubs.ts";
 
 const NODE = "edge-revoked";
 const running: Daemon[] = [];
@@ -30,15 +29,9 @@ const ready = async () => {
 
 /** The hub's answer to a WebSocket upgrade made with the credentials in `dir` (status line). */
 async function handshake(dir: string): Promise<string> {
-  const c = loadEdgeCredentials(dir)!;
-  const [host, port] = cloud.endpoints.hub.split(":");
-  const sock = tls.connect({ host, port: Number(port), ca: c.caPem, cert: c.certPem, key: c.keyPem, servername: "localhost" });
-  sock.on("error", () => {});
-  await new Promise((r) => sock.once("secureConnect", r));
-  sock.write(`GET /p/${NODE}/events HTTP/1.1\r\nHost: x\r\nnode_id: ${NODE}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
-  const first = String(await new Promise((r) => sock.once("data", r)));
+  const { sock, first } = await rawUpgrade(cloud.endpoints.hub, dir, NODE);
   sock.destroy();
-  return first.split("\r\n")[0]!;
+  return String(first).split("\r\n")[0]!;
 }
 
 beforeAll(async () => {

@@ -1,5 +1,6 @@
 /** In-process CloudHub + EdgeHub pairs on real TLS sockets, for tests and benches. */
 import "reflect-metadata";
+import tls from "node:tls";
 import { createLogger, type Logger } from "../../lib/log.ts";
 import { Metrics } from "../../lib/metrics.ts";
 import { Router, type Module } from "../../lib/router.ts";
@@ -130,4 +131,20 @@ export function maskedTextFrame(text: string): Buffer {
   out.set(mask, 2 + ext);
   for (let i = 0; i < len; i++) out[2 + ext + 4 + i] = payload[i]! ^ mask[i & 3]!;
   return out;
+}
+
+/**
+ * A raw WebSocket upgrade to the hub at `hub` (HOST:PORT) with the node credentials in `dir`: the
+ * TLS socket (still open) and the first bytes of the hub's answer, for tests that speak to the hub
+ * byte by byte or only want its verdict.
+ */
+export async function rawUpgrade(hub: string, dir: string, node: string): Promise<{ sock: tls.TLSSocket; first: Buffer }> {
+  const c = loadEdgeCredentials(dir)!;
+  const [host, port] = hub.split(":");
+  const sock = tls.connect({ host, port: Number(port), ca: c.caPem, cert: c.certPem, key: c.keyPem, servername: "localhost" });
+  sock.on("error", () => {});
+  await new Promise((r) => sock.once("secureConnect", r));
+  sock.write(`GET /p/${node}/events HTTP/1.1\r\nHost: x\r\nnode_id: ${node}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+  const first = (await new Promise((r) => sock.once("data", r))) as Buffer;
+  return { sock, first };
 }

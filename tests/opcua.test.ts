@@ -174,6 +174,8 @@ describe("opcua against a node-opcua server process", () => {
     const drv = await open({ url });
     expect(await drv.health!()).toBe("ok");
     expect(typeof (await drv.read(P.temperature))).toBe("number");
+    // the device logs on its own stdout: count from after that read's line has arrived
+    await eventually(() => dev.output.some((l) => l.includes('"event":"read"') && l.includes("ns=1;s=Temperature")), 2000, "first read logged");
     const reads = dev.output.filter((l) => l.includes('"event":"read"')).length;
     const values = await drv.readMany!([P.temperature, P.setpoint, P.running, P.label, P.counter, P.blob, P.big, P.serverState, P.missing]);
     expect(values.get("temperature")).toBeNumber();

@@ -604,9 +604,19 @@ describe("device twin rules", () => {
     const up0 = edge.upstream.mark();
     const withRv = (rv: string, setpoint: string) => ({ ...device("thermo-9", { setpoint }), metadata: { name: "thermo-9", namespace: "default", uid: "uid-thermo-9", resourceVersion: rv } });
     // a new device: membership (with desired values, no versions), then the object
-    const mid = fromCloud("membership", { added_devices: [{ id: "default/thermo-9", name: "thermo-9", twin: { setpoint: { expected: { value: "12" }, metadata: { type: "int" }, optional: false } } }], removed_devices: [] }, "100");
+    const m0 = a.got.mark();
+    const mid = fromCloud(
+      "membership",
+      { added_devices: [{ id: "default/thermo-9", name: "thermo-9", twin: { setpoint: { expected: { value: "12" }, metadata: { type: "int" }, optional: false }, label: { expected: { value: "" }, metadata: { type: "string" }, optional: false } } }], removed_devices: [] },
+      "100",
+    );
     await edge.upstream.wait(acked(mid), up0);
     expect(edge.twin.getDevice("default/thermo-9")!.twins.setpoint!.expected!.value).toBe("12");
+    // a property without a desired value gets its twin, and no document (nothing changed for apps)
+    expect(edge.twin.getDevice("default/thermo-9")!.twins.label).toBeDefined();
+    expect(edge.twin.getDevice("default/thermo-9")!.twins.label!.expected).toBeUndefined();
+    await a.got.wait((g) => g.topic === T("default/thermo-9", "twin/update/document"), m0);
+    expect(a.got.items.slice(m0).some((g) => g.topic === T("default/thermo-9", "twin/update/document") && "label" in g.payload.twin)).toBe(false);
     cloud(edge.router, "insert", "default/device/thermo-9", withRv("100", "12"));
     await sleep(30);
     // an app sets a desired value on the edge; the cloud's delta then wins

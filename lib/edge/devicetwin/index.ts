@@ -468,6 +468,13 @@ export class DeviceTwin implements Module {
       const prev = work.get(k);
       if (prev && prev.metadata.type !== TWIN_TYPE_DELETED && (prev.expected?.value ?? "") === value) continue;
       const type = prev && prev.metadata.type !== TWIN_TYPE_DELETED ? prev.metadata.type : this.declaredType(dev, k, types[k]);
+      if (!prev && value === "") {
+        // a property without a desired value: the twin exists, nothing changed for apps
+        const twin: TwinRecord = { optional: false, metadata: { type } };
+        work.set(k, twin);
+        changed.set(k, twin);
+        continue;
+      }
       const r = applyCloudDesired(prev, value, type, now);
       if (r.error) {
         this.log?.warn("desired value does not fit the property type; ignored", { device: deviceId, property: k, type, err: r.error });

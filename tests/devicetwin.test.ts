@@ -5,9 +5,7 @@
  * module.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connectAsync, type MqttClient } from "mqtt";
@@ -21,6 +19,8 @@ import { Router } from "../lib/router.ts";
 import { openStore, type Store } from "../lib/store/db.ts";
 import { openSqlite } from "../lib/runtime/index.ts";
 import { eventually, requireTool } from "./helpers/daemons.ts";
+import { Collector } from "./helpers/collector.ts";
+import { startMosquitto } from "./helpers/mosquitto.ts";
 
 const NODE = "edge-1";
 const log = createLogger({ level: process.env.OUTPOST_TEST_LOGS ? "debug" : "error" });
@@ -31,75 +31,6 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 interface Got {
   topic: string;
   payload: any;
-}
-
-class Collector<T> {
-  readonly items: T[] = [];
-  private waiters: { pred: (t: T) => boolean; from: number; resolve: (t: T) => void }[] = [];
-  push(t: T): void {
-    this.items.push(t);
-    const i = this.items.length - 1;
-    this.waiters = this.waiters.filter((w) => (i >= w.from && w.pred(t) ? (w.resolve(t), false) : true));
-  }
-  mark(): number {
-    return this.items.length;
-  }
-  since(from: number, pred: (t: T) => boolean = () => true): T[] {
-    return this.items.slice(from).filter(pred);
-  }
-  wait(pred: (t: T) => boolean, from = 0, timeoutMs = 5000): Promise<T> {
-    const seen = this.items.slice(from).find(pred);
-    if (seen) return Promise.resolve(seen);
-    return new Promise((resolve, reject) => {
-      const w = { pred, from, resolve: (t: T) => (clearTimeout(timer), resolve(t)) };
-      const timer = setTimeout(() => {
-        this.waiters = this.waiters.filter((x) => x !== w);
-        reject(new Error(`nothing matching within ${timeoutMs} ms; last: ${JSON.stringify(this.items.slice(-5))}`));
-      }, timeoutMs);
-      this.waiters.push(w);
-    });
-  }
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function startMosquitto(): Promise<{ url: string; proc: ChildProcess; stop: () => Promise<void> }> {
-  const dir = mkdtempSync(join(tmpdir(), "outpost-mosq-"));
-  const port = await freePort();
-  const conf = join(dir, "mosquitto.conf");
-  writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\nlog_dest stderr\n`);
-  const proc = spawn("/usr/sbin/mosquitto", ["-c", conf], { stdio: ["ignore", "ignore", "pipe"] });
-  let err = "";
-  proc.stderr?.on("data", (d) => (err += d.toString()));
-  const url = `mqtt://127.0.0.1:${port}`;
-  for (let i = 0; i < 50; i++) {
-    try {
-      const c = await connectAsync(url, { reconnectPeriod: 0, connectTimeout: 500 });
-      await c.endAsync();
-      break;
-    } catch {
-      if (proc.exitCode !== null) throw new Error(`mosquitto exited: ${err}`);
-      await sleep(100);
-    }
-  }
-  return {
-    url,
-    proc,
-    stop: async () => {
-      if (proc.exitCode === null) {
-        proc.kill("SIGTERM");
-        await new Promise((r) => proc.once("exit", r));
-      }
-    },
-  };
 }
 
 interface Edge {

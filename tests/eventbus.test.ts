@@ -4,10 +4,7 @@
  * seen on its own; the full twin path is in devicetwin.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { connect as tcpConnect, createServer } from "node:net";
-import { tmpdir } from "node:os";
+import { connect as tcpConnect } from "node:net";
 import { join } from "node:path";
 import { connectAsync, type MqttClient } from "mqtt";
 import { EventBus } from "../lib/edge/eventbus/index.ts";
@@ -16,77 +13,16 @@ import { newMessage, type Message } from "../lib/message.ts";
 import { Metrics } from "../lib/metrics.ts";
 import { Router } from "../lib/router.ts";
 import { requireTool } from "./helpers/daemons.ts";
+import { Collector } from "./helpers/collector.ts";
+import { startMosquitto } from "./helpers/mosquitto.ts";
 
 const log = createLogger({ level: process.env.OUTPOST_TEST_LOGS ? "debug" : "error" });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-class Collector<T> {
-  readonly items: T[] = [];
-  private waiters: { pred: (t: T) => boolean; resolve: (t: T) => void }[] = [];
-  push(t: T): void {
-    this.items.push(t);
-    this.waiters = this.waiters.filter((w) => (w.pred(t) ? (w.resolve(t), false) : true));
-  }
-  wait(pred: (t: T) => boolean, timeoutMs = 5000): Promise<T> {
-    const seen = this.items.find(pred);
-    if (seen) return Promise.resolve(seen);
-    return new Promise((resolve, reject) => {
-      const w = { pred, resolve: (t: T) => (clearTimeout(timer), resolve(t)) };
-      const timer = setTimeout(() => {
-        this.waiters = this.waiters.filter((x) => x !== w);
-        reject(new Error(`nothing matching within ${timeoutMs} ms; last: ${JSON.stringify(this.items.slice(-5))}`));
-      }, timeoutMs);
-      this.waiters.push(w);
-    });
-  }
-}
 
 interface Got {
   topic: string;
   text: string;
   json?: any;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function startMosquitto(port?: number): Promise<{ url: string; port: number; proc: ChildProcess; stop: () => Promise<void> }> {
-  const dir = mkdtempSync(join(tmpdir(), "outpost-mosq-"));
-  const p = port ?? (await freePort());
-  const conf = join(dir, "mosquitto.conf");
-  writeFileSync(conf, `listener ${p} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\nlog_dest stderr\n`);
-  const proc = spawn("/usr/sbin/mosquitto", ["-c", conf], { stdio: ["ignore", "ignore", "pipe"] });
-  let err = "";
-  proc.stderr?.on("data", (d) => (err += d.toString()));
-  const url = `mqtt://127.0.0.1:${p}`;
-  for (let i = 0; ; i++) {
-    try {
-      const c = await connectAsync(url, { reconnectPeriod: 0, connectTimeout: 500 });
-      await c.endAsync();
-      break;
-    } catch (e) {
-      if (proc.exitCode !== null || i > 50) throw new Error(`mosquitto did not come up: ${err} ${String(e)}`);
-      await sleep(100);
-    }
-  }
-  return {
-    url,
-    port: p,
-    proc,
-    stop: async () => {
-      if (proc.exitCode === null) {
-        proc.kill("SIGTERM");
-        await new Promise((r) => proc.once("exit", r));
-      }
-    },
-  };
 }
 
 interface Bus {
@@ -278,7 +214,7 @@ describe("EventBus with the embedded aedes broker", () => {
     try {
       const before = b.twin.items.length;
       for (let i = 0; i < 5000; i++) a.client.publish(`${D}/twin/update`, JSON.stringify({ event_id: `burst-${i}`, twin: { n: { actual: { value: String(i) } } } }));
-      await b.twin.wait((x) => (x.content as any)?.event_id === "burst-4999", 20_000);
+      await b.twin.wait((x) => (x.content as any)?.event_id === "burst-4999", 0, 20_000);
       const ids = b.twin.items.slice(before).map((x) => (x.content as any).event_id as string).filter((id) => id.startsWith("burst-"));
       expect(ids.length).toBe(5000);
       expect(ids.slice(0, 3)).toEqual(["burst-0", "burst-1", "burst-2"]);

@@ -3,8 +3,6 @@
  * process. A simulated JSON device (an mqtt client) publishes readings and records desired values.
  */
 import { afterAll, afterEach, describe, expect, test } from "bun:test";
-import { spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import * as v from "valibot";
@@ -13,18 +11,10 @@ import { connectAsync, type MqttClient } from "mqtt";
 import mqttMapper, { parseJsonPath, renderTemplate, topicMatches, valueAt, type MqttVisitor } from "../mappers/mqtt/index.ts";
 import type { DeviceDriver, PropertySpec, RawValue } from "../mappers/plugin.ts";
 import { createLogger } from "../lib/log.ts";
-import { Daemon, eventually, requireTool, tmpDir } from "./helpers/daemons.ts";
+import { eventually, freePort, requireTool } from "./helpers/daemons.ts";
+import { startMosquitto, type Mosquitto } from "./helpers/mosquitto.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** A broker that can be stopped and started again on the same port. */
 interface Broker {
@@ -59,36 +49,23 @@ function aedesBroker(port: number): Broker {
   };
 }
 
-const daemons: Daemon[] = [];
+const brokers: Mosquitto[] = [];
 afterAll(async () => {
-  await Promise.all(daemons.map((d) => d.stop("SIGKILL")));
+  await Promise.all(brokers.map((m) => m.stop()));
 });
 
 function mosquittoBroker(port: number): Broker {
-  const conf = join(tmpDir("mosq"), "mosquitto.conf");
-  writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\nlog_dest stderr\n`);
-  let d: Daemon | undefined;
-  const url = `mqtt://127.0.0.1:${port}`;
+  let m: Mosquitto | undefined;
   return {
-    url,
+    url: `mqtt://127.0.0.1:${port}`,
     port,
     async start() {
-      d = new Daemon(spawn("/usr/sbin/mosquitto", ["-c", conf], { stdio: ["ignore", "pipe", "pipe"] }), "mosquitto");
-      daemons.push(d);
-      await eventually(
-        async () => {
-          if (d!.proc.exitCode !== null) throw new Error(`mosquitto exited: ${d!.output.join("\n")}`);
-          const c = await connectAsync(url, { reconnectPeriod: 0, connectTimeout: 500 });
-          await c.endAsync();
-          return true;
-        },
-        10_000,
-        "mosquitto accepting connections",
-      );
+      m = await startMosquitto(port);
+      brokers.push(m);
     },
     async stop() {
-      await d?.stop("SIGTERM");
-      d = undefined;
+      await m?.stop();
+      m = undefined;
     },
   };
 }

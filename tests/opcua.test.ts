@@ -8,7 +8,7 @@ import opcua, { type OpcuaVisitor } from "../mappers/opcua/index.ts";
 import { fromVariant, int64ToRaw, rawToInt64, toVariantValue, BuiltinType } from "../mappers/opcua/convert.ts";
 import type { DeviceDriver, PropertySpec, RawValue } from "../mappers/plugin.ts";
 import { quietLog } from "./helpers/hubs.ts";
-import { Daemon, ROOT, eventually, tmpDir } from "./helpers/daemons.ts";
+import { Daemon, ROOT, eventually, freePort, tmpDir } from "./helpers/daemons.ts";
 
 const STARTUP_MS = 60_000;
 const procs: Daemon[] = [];
@@ -35,16 +35,6 @@ function device(port: number, extra: string[] = []): Daemon {
   );
   procs.push(d);
   return d;
-}
-
-async function freePort(): Promise<number> {
-  const net = await import("node:net");
-  return new Promise((r) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => r(p));
-    });
-  });
 }
 
 type Prop = PropertySpec<OpcuaVisitor>;

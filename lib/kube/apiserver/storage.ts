@@ -9,16 +9,8 @@
 import type { SqliteDatabase, SqliteStatement } from "../../runtime/index.ts";
 import type { KObject, StoreEvent, WatchEventType } from "./types.ts";
 
-export interface Change {
-  type: WatchEventType;
-  group: string;
-  resource: string;
-  namespace: string;
-  name: string;
-  /** The object as it is after the change (for DELETED: as it was, its RV gets bumped). */
-  object: KObject;
-  prev?: KObject;
-}
+/** A change about to be committed: a StoreEvent before it gets its resourceVersion (for DELETED, `object` is the object as it was). */
+export type Change = Omit<StoreEvent, "rv">;
 
 export interface ObjectStoreOptions {
   /** How many recent changes watches can resume from (default 10,000). */

@@ -148,10 +148,7 @@ export class DeviceController implements Module {
   private sendMembership(node: string, d: DeviceObj, added: boolean): void {
     const md = d.metadata;
     const id = `${md.namespace}/${md.name}`;
-    const types = new Map((this.modelOf(d)?.spec?.properties ?? []).map((p) => [p.name, twinTypeOf(p.type)]));
-    const twin: Record<string, MsgTwin> = {};
-    for (const p of d.spec?.properties ?? []) twin[p.name] = this.desiredTwin(p, types.get(p.name));
-    const device = added ? { id, name: md.name, twin } : { id, name: md.name };
+    const device = added ? { id, name: md.name, twin: this.desiredTwins(d, d.spec?.properties ?? []) } : { id, name: md.name };
     const content = { event_id: randomUUID(), timestamp: Date.now(), added_devices: added ? [device] : [], removed_devices: added ? [] : [device] };
     const msg = newMessage({ source: "devicecontroller", group: "twin", operation: Op.update, resource: "membership" }, content, { resourceversion: md.resourceVersion ?? "" });
     // one pending membership change per device (the outbox compacts by key; the wire resource is shared)
@@ -161,22 +158,29 @@ export class DeviceController implements Module {
   /** Only the desired values that changed: `device/<ns>/<name>/twin/cloud_updated`, merged while pending. */
   private sendDesiredDelta(node: string, d: DeviceObj, delta: Record<string, PropertySpec>): void {
     const md = d.metadata;
-    const types = new Map((this.modelOf(d)?.spec?.properties ?? []).map((p) => [p.name, twinTypeOf(p.type)]));
-    const twin: Record<string, MsgTwin> = {};
-    for (const [name, p] of Object.entries(delta)) twin[name] = this.desiredTwin(p, types.get(name));
     const msg = newMessage(
       { source: "devicecontroller", group: "twin", operation: Op.update, resource: `device/${md.namespace}/${md.name}/twin/cloud_updated` },
-      { event_id: randomUUID(), timestamp: Date.now(), twin },
+      { event_id: randomUUID(), timestamp: Date.now(), twin: this.desiredTwins(d, Object.values(delta)) },
       { resourceversion: md.resourceVersion ?? "" },
     );
     this.opts.outbox.send(node, msg, { merge: mergeTwinDeltas });
   }
 
-  /** A twin carrying the cloud's desired value, without versions: the edge applies it as cloud-wins. */
-  private desiredTwin(p: PropertySpec, type: string | undefined): MsgTwin {
-    const twin: MsgTwin = { expected: { value: p.desired?.value ?? "", metadata: { timestamp: Date.now() } }, optional: false };
-    if (type) twin.metadata = { type };
-    return twin;
+  /**
+   * Twins carrying the cloud's desired values of `props` (typed by the device's model), without
+   * versions: the edge applies them as cloud-wins.
+   */
+  private desiredTwins(d: DeviceObj, props: PropertySpec[]): Record<string, MsgTwin> {
+    const types = new Map((this.modelOf(d)?.spec?.properties ?? []).map((p) => [p.name, twinTypeOf(p.type)]));
+    const now = Date.now();
+    const twins: Record<string, MsgTwin> = {};
+    for (const p of props) {
+      const twin: MsgTwin = { expected: { value: p.desired?.value ?? "", metadata: { timestamp: now } }, optional: false };
+      const type = types.get(p.name);
+      if (type) twin.metadata = { type };
+      twins[p.name] = twin;
+    }
+    return twins;
   }
 
   /** A model changed: send it to the nodes whose devices use it. */

@@ -49,7 +49,7 @@ import type { Logger } from "../../log.ts";
 import type { Module, ModuleContext } from "../../router.ts";
 import type { SqliteDatabase } from "../../runtime/index.ts";
 import { DealType, applyCloudDesired, buildDelta, cloneTwin, dealMsgTwin, mergeSync, toMsgTwin, type DealResult, type TwinRecord } from "./rules.ts";
-import { TwinStore, type DeviceTwinTable } from "./store.ts";
+import { TwinStore, type DeviceTable, type DeviceTwinTable } from "./store.ts";
 import { NodeAction, TwinAction, deviceTopic, nodeTopic, parseDeviceTopic, parseNodeTopic } from "./topics.ts";
 
 export { deviceTwinMigrations, type DeviceTwinDb } from "./store.ts";
@@ -171,6 +171,16 @@ function rowToTwin(r: DeviceTwinTable): TwinRecord {
   if (r.actual_version) t.actual_version = parseJson(r.actual_version, { cloud: 0, edge: 0 });
   if (r.description) t.description = r.description;
   return t;
+}
+
+/** A device's row in the `device` table. */
+function deviceRow(d: DeviceEntry, now: number): DeviceTable {
+  return { id: d.id, namespace: d.namespace, name: d.name, description: d.description, state: d.state, last_online: d.lastOnline, object: d.object ? JSON.stringify(d.object) : "", updated_at: now };
+}
+
+/** A twin as `…/twin/update/document` shows it before or after a change (null: absent or deleted). */
+function documentSide(t: TwinRecord | undefined): MsgTwin | null {
+  return t && t.metadata.type !== TWIN_TYPE_DELETED ? toMsgTwin(t, false) : null;
 }
 
 function twinToRow(deviceid: string, name: string, t: TwinRecord): Omit<DeviceTwinTable, "id"> {
@@ -483,14 +493,14 @@ export class DeviceTwin implements Module {
       work.set(k, r.twin);
       changed.set(k, r.twin);
       desiredChanged.push(k);
-      document[k] = { last: prev && prev.metadata.type !== TWIN_TYPE_DELETED ? toMsgTwin(prev, false) : null, current: toMsgTwin(r.twin, false) };
+      document[k] = { last: documentSide(prev), current: toMsgTwin(r.twin, false) };
     }
     // The stored Device keeps step: its desired values and resourceVersion, so a stale resend of it is known.
     const object = dev.object ? withDesired(dev.object, desired, rv) : undefined;
     try {
       this.db.transaction(() => {
         for (const [k, t] of changed) this.db.upsertTwin(twinToRow(deviceId, k, t));
-        if (object) this.db.upsertDevice({ id: deviceId, namespace: dev.namespace, name: dev.name, description: dev.description, state: dev.state, last_online: dev.lastOnline, object: JSON.stringify(object), updated_at: now });
+        if (object) this.db.upsertDevice(deviceRow({ ...dev, object }, now));
       });
     } catch (e) {
       this.log?.error("desired values not stored", { device: deviceId, err: String(e) });
@@ -685,7 +695,7 @@ export class DeviceTwin implements Module {
     };
     try {
       this.db.transaction(() => {
-        this.db.upsertDevice({ id, namespace, name: entry.name, description: entry.description, state: entry.state, last_online: entry.lastOnline, object: JSON.stringify(device), updated_at: now });
+        this.db.upsertDevice(deviceRow(entry, now));
         for (const [k, t] of changed) this.db.upsertTwin(twinToRow(id, k, t));
         for (const k of removed) this.db.deleteTwin(id, k);
       });
@@ -698,8 +708,7 @@ export class DeviceTwin implements Module {
     if (desiredChanged.length || removed.length) {
       const document: Record<string, { last: MsgTwin | null; current: MsgTwin | null }> = {};
       for (const k of desiredChanged) {
-        const last = prev?.twins.get(k);
-        document[k] = { last: last && last.metadata.type !== TWIN_TYPE_DELETED ? toMsgTwin(last, false) : null, current: toMsgTwin(work.get(k)!, false) };
+        document[k] = { last: documentSide(prev?.twins.get(k)), current: toMsgTwin(work.get(k)!, false) };
       }
       for (const k of removed) {
         const last = prev?.twins.get(k);
@@ -777,7 +786,7 @@ export class DeviceTwin implements Module {
         const [namespace, ...rest] = id.split("/");
         dev = { id, namespace: namespace!, name: d.name && !d.name.includes("/") ? d.name : rest.join("/"), description: d.description ?? "", state: d.state ?? "", lastOnline: "", attributes: new Map(), twins: new Map() };
         try {
-          this.db.upsertDevice({ id, namespace: dev.namespace, name: dev.name, description: dev.description, state: dev.state, last_online: "", object: "", updated_at: Date.now() });
+          this.db.upsertDevice(deviceRow(dev, Date.now()));
         } catch (e) {
           this.log?.error("device not stored", { device: id, err: String(e) });
           stored = false;

@@ -53,8 +53,6 @@ interface NodeBox {
   overflowed: boolean;
 }
 
-export { compareRv };
-
 /** What a new message for an object does to the pending one: replace it, leave it, or it is the same. */
 export function compaction(next: Message, pending: Message): "replace" | "keep" | "same" {
   const nextDelete = next.route.operation === Op.delete;
